@@ -1,0 +1,3 @@
+from attn_installer.cli import main
+
+main()

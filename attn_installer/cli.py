@@ -1,0 +1,239 @@
+"""The `attn-install` command line: a thin click layer and the only place that exits.
+
+Errors raised as AttnInstallError print one line and exit with their code; anything else is a
+bug and shows a traceback only with --debug (or ATTN_INSTALL_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from attn_installer import __version__
+from attn_installer.errors import AttnInstallError, NoViableBackendError, UsageError
+
+__all__ = ["main"]
+
+INTERNAL_ERROR = 70
+DEFAULT_CONFIG = "attn-install-config.yaml"
+
+
+def _matrix_dir() -> Optional[Path]:
+    d = os.environ.get("ATTN_INSTALL_MATRIX_DIR")
+    return Path(d) if d else None
+
+
+def _probe(python: Optional[str], want_arch_list: bool = False) -> Any:
+    from attn_installer.probe import probe_system  # noqa: PLC0415 - lazy: keep --help fast
+    from attn_installer.runner import SubprocessRunner  # noqa: PLC0415
+
+    return probe_system(os.environ, SubprocessRunner(), python_exe=python,
+                        want_arch_list=want_arch_list)
+
+
+def _facts(facts_file: Optional[Path], python: Optional[str]) -> Any:
+    if facts_file is not None:
+        from attn_installer.facts import load_facts  # noqa: PLC0415
+
+        return load_facts(facts_file)
+    return _probe(python)
+
+
+def _cache_dir() -> str:
+    base = os.environ.get("ATTN_INSTALL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "attn-install")
+    return base
+
+
+def _plan(facts: Any, workload: str, backend: Optional[str], allow_source: bool,
+          head_dims: tuple[int, ...], dtypes: tuple[str, ...], target_archs: tuple[str, ...],
+          axolotl_version: Optional[str]) -> Any:
+    from attn_installer.matrix import load_matrix  # noqa: PLC0415
+    from attn_installer.plan import make_plan  # noqa: PLC0415
+    from attn_installer.resolve import Request  # noqa: PLC0415
+
+    if axolotl_version is not None:
+        from packaging.version import InvalidVersion, Version  # noqa: PLC0415
+
+        try:
+            Version(axolotl_version)
+        except InvalidVersion:
+            raise UsageError(f"--axolotl-version: '{axolotl_version}' is not a version") from None
+    for arch in target_archs:
+        import re  # noqa: PLC0415
+
+        if not re.fullmatch(r"sm_\d{2,3}|gfx[0-9a-f]{3,4}", arch):
+            raise UsageError(f"--target-arch: '{arch}' is not an arch like sm_90 or gfx942")
+    request = Request(workload=workload, backend=backend, allow_source=allow_source,
+                      head_dims=head_dims, dtypes=dtypes, target_archs=target_archs,
+                      axolotl_version=axolotl_version, cache_dir=_cache_dir())
+    return make_plan(facts, load_matrix(_matrix_dir()), request)
+
+
+WORKLOAD = click.Choice(["full", "lora", "inference"])
+
+
+def _plan_options(f: Any) -> Any:
+    opts = [
+        click.option("--workload", type=WORKLOAD, default="full", show_default=True,
+                     help="What the config is for; SageAttention is never picked for full."),
+        click.option("--backend", "backend", default=None, metavar="NAME",
+                     help="Plan for this backend only (e.g. flash_attention_3)."),
+        click.option("--allow-source", is_flag=True,
+                     help="Allow recommending a backend that needs a source build."),
+        click.option("--head-dim", "head_dims", type=int, multiple=True,
+                     help="Head dims to build FA3 for (trims compile units); repeatable."),
+        click.option("--dtype", "dtypes", type=click.Choice(["bf16", "fp16", "fp8"]), multiple=True,
+                     help="Dtypes to build FA3 for; repeatable."),
+        click.option("--target-arch", "target_archs", multiple=True, metavar="ARCH",
+                     help="Build for this arch (sm_90, gfx942) instead of the GPUs present."),
+        click.option("--axolotl-version", default=None, metavar="V",
+                     help="Write config keys for this axolotl version (default: the installed one)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="attn-install")
+@click.option("--auto", is_flag=True, help="Probe, plan, and write the recommended axolotl config.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before changing anything.")
+@click.option("--debug", is_flag=True, envvar="ATTN_INSTALL_DEBUG", help="Show tracebacks.")
+@click.option("--python", "python", default=None, metavar="PATH",
+              help="Target this interpreter's environment (default: the one running attn-install).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True, help="Where --auto writes the config.")
+@click.option("--workload", type=WORKLOAD, default="full", show_default=True)
+@click.pass_context
+def cli(ctx: click.Context, auto: bool, yes: bool, debug: bool, python: Optional[str],
+        output: Path, workload: str) -> None:
+    """Install the attention backend that fits this machine, verified, without touching torch.
+
+    \b
+    attn-install --auto          probe, plan, write the recommended axolotl config
+    attn-install probe [--json]  what this machine has
+    attn-install plan [--json]   which backends fit, why, and how each would be installed
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    if ctx.invoked_subcommand is not None:
+        return
+    if not auto:
+        click.echo(ctx.get_help())
+        return
+    facts = _probe(python)
+    from attn_installer.console import render_facts, render_plan  # noqa: PLC0415
+
+    click.echo(render_facts(facts))
+    click.echo("")
+    plan = _plan(facts, workload, None, False, (), (), (), None)
+    click.echo(render_plan(plan))
+    if plan.recommended is None:
+        raise NoViableBackendError("no backend can be recommended: " + "; ".join(plan.blockers or ["see above"]))
+    _write_config(plan, output)
+    click.echo(f"\nwrote {output}: attention config for {plan.recommended} "
+               "(installing backends lands with `attn-install install`; SDPA and flex need nothing)")
+
+
+def _write_config(plan: Any, output: Path) -> None:
+    from attn_installer.config import render_yaml, write_atomic  # noqa: PLC0415
+
+    header = [f"written by attn-install {__version__}: {plan.recommended} for {plan.workload}"]
+    text = render_yaml(plan.config, plan.config_comments, header)
+    write_atomic(output, text)
+    if plan.runtime_env:
+        env_file = output.with_suffix(".env")
+        write_atomic(env_file, "".join(f"export {k}={v}\n" for k, v in plan.runtime_env.items()))
+        click.echo(f"wrote {env_file}: environment the backend needs at run time (source it)")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print facts.schema.json (schema_version 1).")
+@click.option("--python", "python", default=None, metavar="PATH", help="Probe this interpreter.")
+@click.option("--torch-arch-list", is_flag=True,
+              help="Also read torch.cuda.get_arch_list() (imports torch in a subprocess).")
+def probe(as_json: bool, python: Optional[str], torch_arch_list: bool) -> None:
+    """Print the facts about this machine."""
+    facts = _probe(python, torch_arch_list)
+    if as_json:
+        click.echo(facts.to_json())
+    else:
+        from attn_installer.console import render_facts  # noqa: PLC0415
+
+        click.echo(render_facts(facts))
+
+
+@cli.command()
+@click.option("--facts", "facts_file", type=click.Path(path_type=Path), default=None,
+              help="Plan for the machine this facts file describes (from `probe --json`).")
+@click.option("--json", "as_json", is_flag=True, help="Print plan.schema.json (schema_version 1).")
+@click.option("--python", "python", default=None, metavar="PATH")
+@click.option("--verbose", "-v", is_flag=True, help="Every reason for every backend.")
+@_plan_options
+def plan(facts_file: Optional[Path], as_json: bool, python: Optional[str], verbose: bool,
+         workload: str, backend: Optional[str], allow_source: bool, head_dims: tuple[int, ...],
+         dtypes: tuple[str, ...], target_archs: tuple[str, ...], axolotl_version: Optional[str]) -> None:
+    """Which backends fit, why or why not, and the exact steps for each."""
+    facts = _facts(facts_file, python)
+    p = _plan(facts, workload, backend, allow_source, head_dims, dtypes, target_archs, axolotl_version)
+    if as_json:
+        click.echo(json.dumps(p.to_dict(), indent=2))
+    else:
+        from attn_installer.console import render_plan  # noqa: PLC0415
+
+        click.echo(render_plan(p, verbose=verbose))
+    if backend is not None and p.recommended is None:
+        reasons = "; ".join(p.backend(backend).reasons)
+        raise NoViableBackendError(f"{backend} does not fit this machine: {reasons}")
+
+
+@cli.command()
+@click.option("--facts", "facts_file", type=click.Path(path_type=Path), default=None)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True)
+@click.option("--python", "python", default=None, metavar="PATH")
+@_plan_options
+def config(facts_file: Optional[Path], output: Path, python: Optional[str], workload: str,
+           backend: Optional[str], allow_source: bool, head_dims: tuple[int, ...],
+           dtypes: tuple[str, ...], target_archs: tuple[str, ...], axolotl_version: Optional[str]) -> None:
+    """Write the recommended axolotl attention keys to a YAML file."""
+    facts = _facts(facts_file, python)
+    p = _plan(facts, workload, backend, allow_source, head_dims, dtypes, target_archs, axolotl_version)
+    if p.recommended is None:
+        raise NoViableBackendError("no backend fits: " + "; ".join(p.blockers or ["see `attn-install plan`"]))
+    _write_config(p, output)
+    click.echo(f"wrote {output} ({p.recommended})")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    debug = os.environ.get("ATTN_INSTALL_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="attn-install", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except AttnInstallError as e:
+        click.echo(f"attn-install: error: {e}", err=True)
+        if debug:
+            raise
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the last resort for bugs
+        if debug:
+            raise
+        click.echo(f"attn-install: internal error: {type(e).__name__}: {e} "
+                   "(run with --debug for the traceback)", err=True)
+        sys.exit(INTERNAL_ERROR)
+    sys.exit(0)

@@ -1,0 +1,370 @@
+"""Turn resolved candidates into a plan: exact steps (argv + env), the recommendation, the config.
+
+Pure: no I/O. Steps never install, upgrade or downgrade torch / torchvision / torchaudio /
+triton: every pip step names their installed versions as exact requirements, so pip's resolver
+can only keep them (a conflict fails instead of replacing torch).
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from packaging.version import Version
+
+from attn_installer.errors import UsageError
+from attn_installer.facts import Facts
+from attn_installer.matrix import Matrix, RankRow
+from attn_installer.resolve import (
+    Candidate,
+    Request,
+    build_archs,
+    estimate_minutes,
+    machine_blockers,
+    resolve_backend,
+)
+
+__all__ = ["PINNED", "BackendPlan", "Plan", "Step", "make_plan", "torch_pins"]
+
+PINNED = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton-rocm")
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Step:
+    argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    kind: str = "command"
+    """command, download, build: how the runner treats it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"argv": list(self.argv), "env": dict(self.env), "description": self.description,
+                "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class BackendPlan:
+    name: str
+    title: str
+    attn_implementation: str
+    viable: bool
+    reasons: tuple[str, ...]
+    method: Optional[str]
+    steps: tuple[Step, ...]
+    warnings: tuple[str, ...]
+    estimate_minutes: Optional[float]
+    installed_version: Optional[str]
+    distribution: str
+    import_name: str
+    packing: bool
+    runtime_env: dict[str, str]
+    download: Optional[dict[str, Optional[str]]] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "title": self.title, "attn_implementation": self.attn_implementation,
+            "viable": self.viable, "reasons": list(self.reasons), "method": self.method,
+            "steps": [s.to_dict() for s in self.steps], "warnings": list(self.warnings),
+            "estimate_minutes": self.estimate_minutes, "installed_version": self.installed_version,
+            "distribution": self.distribution or None, "runtime_env": dict(self.runtime_env),
+            "download": self.download,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    recommended: Optional[str]
+    backends: tuple[BackendPlan, ...]
+    config: dict[str, Any]
+    blockers: tuple[str, ...]
+    warnings: tuple[str, ...]
+    workload: str
+    config_comments: tuple[str, ...] = ()
+    runtime_env: dict[str, str] = field(default_factory=dict)
+    dtype: Optional[str] = None
+
+    def backend(self, name: str) -> BackendPlan:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION, "recommended": self.recommended,
+            "backends": [b.to_dict() for b in self.backends], "config": dict(self.config),
+            "blockers": list(self.blockers), "warnings": list(self.warnings),
+            "workload": self.workload, "dtype": self.dtype,
+            "config_comments": list(self.config_comments), "runtime_env": dict(self.runtime_env),
+        }
+
+
+def torch_pins(facts: Facts) -> list[str]:
+    """``torch==2.8.0+cu128`` etc. for every installed package that must never move."""
+    return [f"{name}=={facts.packages[name]}" for name in PINNED if name in facts.packages] or (
+        [f"torch=={facts.torch.version}"] if facts.torch else [])
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _python(facts: Facts, request: Request) -> str:
+    return request.python or facts.python.executable or "python"
+
+
+def _pip(facts: Facts, request: Request, *args: str) -> tuple[str, ...]:
+    return (_python(facts, request), "-m", "pip", "install", "--no-input", *args, *torch_pins(facts))
+
+
+def _steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) -> tuple[list[Step], int]:
+    """Steps for a viable candidate, and the compile units a source build will run."""
+    b = c.backend
+    if c.method == "wheel" and c.wheel is not None:
+        return [Step(_pip(facts, request, c.wheel.url), {},
+                     f"install {c.wheel.filename} (flash-attn {c.wheel.release} release wheel; "
+                     "its existence is checked before download)", "download")], 0
+    if c.method == "pypi" and c.xformers is not None:
+        flavour = facts.torch.flavour if facts.torch else "cpu"
+        index = matrix.xformers_index_url.format(flavour=flavour)
+        return [Step(_pip(facts, request, f"xformers=={c.xformers.version}", "--index-url", index), {},
+                     f"install xformers {c.xformers.version} from the {flavour} index "
+                     "with torch pinned")], 0
+    if c.method == "pypi":
+        extra = "[cu13]" if facts.torch and facts.torch.cuda and Version(facts.torch.cuda).major >= 13 else ""
+        return [Step(_pip(facts, request, "--pre", f"{b.distribution}{extra}"), {},
+                     f"install {b.distribution}{extra} from PyPI with torch pinned")], 0
+    if c.method == "source" and c.source is not None:
+        return _source_steps(c, facts, matrix, request)
+    return [], 0
+
+
+def _fmt_archs(archs: tuple[str, ...], template: str) -> str:
+    nv = [a for a in archs if a.startswith("sm_")]
+    cc = ";".join(f"{a[3:-1]}.{a[-1]}" for a in nv)
+    sm = ";".join(a[3:] for a in nv)
+    gfx = ";".join(a for a in archs if a.startswith("gfx"))
+    return template.replace("{cc}", cc).replace("{sm}", sm).replace("{gfx}", gfx)
+
+
+def fa3_trim_env(matrix: Matrix, request: Request, archs: tuple[str, ...]) -> tuple[dict[str, str], bool]:
+    """FLASH_ATTENTION_DISABLE_* flags for the head dims / dtypes asked for; (env, trimmed)."""
+    tr = matrix.fa3_trims
+    env: dict[str, str] = {}
+    if "sm_80" not in archs and "sm_86" not in archs:
+        env[tr.no_sm80] = "TRUE"
+    if request.workload == "inference":
+        env[tr.inference] = "TRUE"
+    trimmed = bool(request.head_dims or request.dtypes)
+    if request.head_dims:
+        for hd, flag in tr.hdim.items():
+            if hd not in request.head_dims:
+                env[flag] = "TRUE"
+    if request.dtypes:
+        for dt, flag in tr.dtype.items():
+            if dt not in request.dtypes:
+                env[flag] = "TRUE"
+    if trimmed:
+        for flag in tr.when_trimmed:
+            env[flag] = "TRUE"
+    return dict(sorted(env.items())), trimmed
+
+
+def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) -> tuple[list[Step], int]:
+    sb = c.source
+    assert sb is not None
+    vendor = "amd" if c.backend.vendor == "amd" else "nvidia"
+    archs = build_archs(facts, request, vendor)
+    res = c.resources
+    cache = request.cache_dir.rstrip("/")
+    tag = "-".join([sb.ref, *archs])
+    src = posixpath.join(cache, "src", f"{c.backend.name}-{sb.ref}")
+    wheels = posixpath.join(cache, "wheels", f"{c.backend.name}-{tag}")
+    py = _python(facts, request)
+    steps = [Step(("git", "clone", "--depth", "1", "--branch", sb.ref, sb.repo, src), {},
+                  f"fetch {sb.repo} at the pinned {sb.ref}")]
+    if sb.submodules:
+        steps.append(Step(("git", "-C", src, "submodule", "update", "--init", "--depth", "1",
+                           *sb.submodules), {}, "fetch the submodules the build needs"))
+    if facts.toolkit.ninja is None and sb.compile_units:
+        steps.append(Step(_pip(facts, request, "ninja"), {}, "install ninja (parallel compile)"))
+    env: dict[str, str] = dict(sb.env)
+    if res is not None and sb.compile_units:
+        env["MAX_JOBS"] = str(res.max_jobs)
+        env["NVCC_THREADS"] = str(res.nvcc_threads)
+    for key, template in sb.arch_env.items():
+        env[key] = _fmt_archs(archs, template)
+    units = sb.compile_units
+    build_dir = posixpath.join(src, sb.subdir) if sb.subdir else src
+    if c.backend.name == "flash_attention_3":
+        trims, trimmed = fa3_trim_env(matrix, request, archs)
+        env.update(trims)
+        if trimmed:
+            units = sb.compile_units_trimmed
+        elif trims:
+            units = round(sb.compile_units * 230 / 290) if matrix.fa3_trims.no_sm80 in trims else units
+        cuda_home = facts.toolkit.cuda_home or "/usr/local/cuda"
+        env["FLASH_ATTENTION_OFFLINE_BUILD"] = "TRUE"
+        steps.append(Step(("ln", "-sfn", cuda_home, posixpath.join(src, "third_party/nvidia/backend")),
+                          {}, "point hopper/setup.py's private toolchain path at the local CUDA "
+                          "(it would otherwise download nvcc 12.6 from NVIDIA)"))
+        if facts.toolkit.nvcc and Version(facts.toolkit.nvcc).major >= 13:
+            env["CPLUS_INCLUDE_PATH"] = posixpath.join(cuda_home, "include/cccl")
+            env["NVCC_APPEND_FLAGS"] = "-I" + posixpath.join(cuda_home, "include/cccl")
+    if facts.toolkit.cuda_home and vendor == "nvidia":
+        env.setdefault("CUDA_HOME", facts.toolkit.cuda_home)
+    steps.append(Step((py, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--wheel-dir",
+                       wheels, build_dir), dict(sorted(env.items())),
+                      f"build a {c.backend.distribution} wheel for {', '.join(archs)}", "build"))
+    steps.append(Step((py, "-m", "pip", "install", "--no-input", "--no-deps", "--no-index",
+                       "--find-links", wheels, c.backend.distribution), {},
+                      "install the built wheel (cached for the next install with the same key)"))
+    return steps, units * max(1, len([a for a in archs if a.startswith("sm_")]) if sb.compile_units else 1)
+
+
+# --------------------------------------------------------------------------- ranking and config
+
+
+def _rank_row(facts: Facts, matrix: Matrix) -> Optional[RankRow]:
+    if not facts.gpus:
+        return next((r for r in matrix.ranking if r.vendor == "none"), None)
+    vendor = facts.gpus[0].vendor
+    sms = [g.sm for g in facts.gpus if g.sm is not None]
+    weakest = min(sms) if sms else None
+    for row in matrix.ranking:
+        if row.vendor != vendor:
+            continue
+        if vendor == "nvidia" and weakest is not None and not row.nvidia_sm.contains(weakest):
+            continue
+        return row
+    return None
+
+
+def _order(facts: Facts, matrix: Matrix) -> list[str]:
+    row = _rank_row(facts, matrix)
+    first = list(row.order) if row else []
+    return first + [n for n in matrix.backend_names if n not in first]
+
+
+def _bf16(facts: Facts) -> Optional[bool]:
+    if not facts.gpus:
+        return None
+    return all(g.vendor == "amd" or (g.sm or 0) >= 80 for g in facts.gpus)
+
+
+def _axolotl_version(facts: Facts, request: Request) -> Optional[Version]:
+    v = request.axolotl_version or facts.packages.get("axolotl")
+    return Version(v) if v else None
+
+
+def make_config(bp: BackendPlan, facts: Facts, matrix: Matrix, request: Request
+                ) -> tuple[dict[str, Any], list[str], list[str]]:
+    """axolotl keys for the chosen backend: (config, yaml comments, warnings)."""
+    cfg: dict[str, Any] = {}
+    comments: list[str] = []
+    warnings: list[str] = []
+    ver = _axolotl_version(facts, request)
+    impl = bp.attn_implementation
+    if ver is None or ver >= Version("0.17.0"):
+        rows = [r for r in matrix.attn_impl_values if ver is None or r.axolotl.contains(ver, prereleases=True)]
+        row = rows[-1] if rows else None
+        cfg["attn_implementation"] = impl
+        if row is not None and impl not in row.values:
+            warnings.append(f"axolotl {ver} does not accept attn_implementation: {impl} "
+                            f"(accepts {', '.join(row.values)}); upgrade axolotl")
+    else:
+        flag = next((f for f in matrix.legacy_flags
+                     if f.attn_implementation == impl and f.axolotl.contains(ver, prereleases=True)), None)
+        if flag is not None:
+            cfg[flag.flag] = True
+        elif ver >= Version("0.12.0"):
+            cfg["attn_implementation"] = impl
+            warnings.append(f"axolotl {ver} has no boolean for {impl}; wrote attn_implementation "
+                            "(accepted unchecked since 0.12.0)")
+        else:
+            warnings.append(f"axolotl {ver} cannot select {impl}; upgrade axolotl to >= 0.17.0")
+    bf16 = _bf16(facts)
+    if bf16 is not None:
+        cfg["bf16"] = bf16
+        cfg["fp16"] = not bf16
+    if bp.packing and request.workload != "inference":
+        cfg["sample_packing"] = True
+        cfg["pad_to_sequence_len"] = True
+    if bp.name == "sage":
+        cfg["pad_to_sequence_len"] = True
+        comments.append("SageAttention: LoRA / QLoRA or inference only; full fine-tuning has been "
+                        "observed to drop the loss to 0 (axolotl docs/attention.qmd)")
+    if bp.name == "flex_attention":
+        cfg["torch_compile"] = True
+    return cfg, comments, warnings
+
+
+def make_plan(facts: Facts, matrix: Matrix, request: Request) -> Plan:
+    """Resolve every backend and assemble the plan (pure)."""
+    if request.workload not in ("full", "lora", "inference"):
+        raise UsageError(f"unknown workload {request.workload!r}: use full, lora or inference")
+    if request.backend is not None and request.backend not in matrix.backend_names:
+        raise UsageError(f"unknown backend {request.backend!r}: choose from "
+                         + ", ".join(matrix.backend_names))
+    blockers, warnings = machine_blockers(facts, matrix)
+    candidates = {b.name: resolve_backend(b, facts, matrix, request, blockers) for b in matrix.backends}
+    plans: dict[str, BackendPlan] = {}
+    for name, c in candidates.items():
+        steps: list[Step] = []
+        units = 0
+        if c.viable:
+            steps, units = _steps(c, facts, matrix, request)
+        b = c.backend
+        download = None
+        if c.wheel is not None:
+            download = {"url": c.wheel.url, "filename": c.wheel.filename, "sha256": c.wheel.sha256}
+        if c.partial_gpus:
+            keep = ",".join(str(i) for i in c.partial_gpus)
+            warnings.append(f"{name} fits GPU {keep} only; set CUDA_VISIBLE_DEVICES={keep} to use it there")
+        plans[name] = BackendPlan(
+            name=name, title=b.title, attn_implementation=b.attn_implementation, viable=c.viable,
+            reasons=tuple(c.reasons), method=c.method if c.viable else None, steps=tuple(steps),
+            warnings=tuple(c.warnings), estimate_minutes=estimate_minutes(c, units) if c.viable else None,
+            installed_version=c.installed_version, distribution=b.distribution,
+            import_name=b.import_name, packing=b.packing, runtime_env=dict(b.runtime_env),
+            download=download)
+    order = _order(facts, matrix)
+    recommended: Optional[str] = None
+    if request.backend is not None:
+        recommended = request.backend if plans[request.backend].viable else None
+    elif not blockers:
+        for name in order:
+            p = plans[name]
+            if not p.viable:
+                continue
+            if p.method == "source" and not request.allow_source:
+                warnings.append(
+                    f"{name} ranks first among viable backends here but needs a source build "
+                    f"(about {_minutes(p.estimate_minutes)}); pass --allow-source or "
+                    f"--backend {name} to build it")
+                continue
+            recommended = name
+            break
+    ranked = sorted(plans.values(), key=lambda p: (
+        p.name != recommended, not p.viable, order.index(p.name) if p.name in order else math.inf))
+    config: dict[str, Any] = {}
+    comments: list[str] = []
+    runtime_env: dict[str, str] = {}
+    dtype = None
+    if recommended is not None:
+        rp = plans[recommended]
+        config, comments, cfg_warnings = make_config(rp, facts, matrix, request)
+        warnings.extend(cfg_warnings)
+        runtime_env = dict(rp.runtime_env)
+        dtype = "bf16" if config.get("bf16") else "fp16" if config.get("fp16") else None
+    return Plan(recommended=recommended, backends=tuple(ranked), config=config,
+                blockers=tuple(blockers), warnings=tuple(warnings), workload=request.workload,
+                config_comments=tuple(comments), runtime_env=runtime_env, dtype=dtype)
+
+
+def _minutes(m: Optional[float]) -> str:
+    if m is None:
+        return "unknown time"
+    return f"{m:g} min" if m < 120 else f"{m / 60:.1f} h"

@@ -1,0 +1,76 @@
+"""Probe the machine into :class:`~attn_installer.facts.Facts`.
+
+The only package that reads the OS, environment variables, NVML, nvidia-smi, rocm-smi and
+files under /proc and /sys. Everything it touches comes in as arguments (``env``, ``runner``,
+``root``, the NVML module), so tests run it against recorded output. It never raises for a
+missing GPU, driver or torch: those are facts ("none"), recorded with their source in
+``sources`` and explained in ``notes``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from attn_installer.facts import Facts
+from attn_installer.probe.amd import probe_amd
+from attn_installer.probe.host import probe_host
+from attn_installer.probe.nvidia import probe_nvidia
+from attn_installer.probe.pyenv import probe_python_env
+from attn_installer.probe.toolkit import probe_toolkit
+from attn_installer.runner import Runner
+
+__all__ = ["probe_system"]
+
+_SKIP = object()
+
+
+def probe_system(
+    env: Mapping[str, str],
+    runner: Runner,
+    *,
+    python_exe: Optional[str] = None,
+    root: Path = Path("/"),
+    nvml: Any = None,
+    amdsmi: Any = None,
+    want_arch_list: bool = False,
+) -> Facts:
+    """Probe everything. ``nvml``/``amdsmi`` replace the real modules (tests); pass
+    ``attn_installer.probe.NO_MODULE`` to behave as if the module were not installed."""
+    host, sources = probe_host(env, root=root)
+    notes: list[str] = []
+
+    nv = probe_nvidia(runner, root=root, nvml=nvml, visible=env.get("CUDA_VISIBLE_DEVICES"))
+    notes.extend(nv.notes)
+    gpus, driver = nv.gpus, nv.driver
+    sources["gpus"] = nv.source or "none"
+    sources["driver"] = nv.driver_source or "none"
+
+    amd_visible = env.get("HIP_VISIBLE_DEVICES") or env.get("ROCR_VISIBLE_DEVICES")
+    amd = probe_amd(runner, root=root, amdsmi=amdsmi, visible=amd_visible,
+                    try_python_module=not gpus)
+    notes.extend(amd.notes)
+    if amd.gpus:
+        offset = len(gpus)
+        from dataclasses import replace  # noqa: PLC0415
+
+        gpus = gpus + tuple(replace(g, index=offset + g.index) for g in amd.gpus)
+        sources["gpus"] = amd.source if not nv.gpus else f"{sources['gpus']}+{amd.source}"
+        if driver is None:
+            driver = amd.driver
+            sources["driver"] = "amdgpu" if amd.driver else "none"
+    if not gpus:
+        notes.append("no GPU visible to this process")
+
+    pyenv = probe_python_env(runner, python_exe, want_arch_list=want_arch_list)
+    notes.extend(pyenv.notes)
+    sources["torch"] = "torch/version.py (not imported)" if pyenv.torch else "none"
+    if pyenv.torch and pyenv.torch.arch_list is not None:
+        sources["torch.arch_list"] = "torch.cuda.get_arch_list() in a subprocess"
+
+    bin_dir = str(Path(pyenv.python.executable).parent) if pyenv.python.executable else None
+    toolkit = probe_toolkit(env, runner, root=root, rocm=amd.rocm, extra_bin=bin_dir)
+    sources["toolkit.nvcc"] = "nvcc --version" if toolkit.nvcc else "none"
+
+    return Facts(host=host, python=pyenv.python, gpus=gpus, driver=driver, toolkit=toolkit,
+                 torch=pyenv.torch, packages=pyenv.packages, sources=sources, notes=tuple(notes))

@@ -1,0 +1,172 @@
+"""The only module that spawns processes.
+
+Every command is an argv list (never a shell string), runs with a timeout, and is logged
+(argv, exit code, duration, output) to the log file when one is given. A missing executable
+is a result (exit 127), not an exception: probes treat "no nvidia-smi" as a fact.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable, Mapping, Optional, Protocol, Sequence
+
+__all__ = ["Completed", "Runner", "SubprocessRunner", "format_argv"]
+
+NOT_FOUND = 127
+TIMED_OUT = 124
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    timed_out: bool = False
+    not_found: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+class Runner(Protocol):
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[Path] = None,
+        on_line: Optional[Callable[[str], None]] = None,
+    ) -> Completed: ...
+
+
+def format_argv(argv: Sequence[str]) -> str:
+    """The argv as a copy-pasteable shell line (for logs and dry runs only)."""
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+class SubprocessRunner:
+    """Runs commands for real. ``log`` receives one record per command."""
+
+    def __init__(self, log_path: Optional[Path] = None) -> None:
+        self.log_path = log_path
+
+    def _log(self, text: str) -> None:
+        if self.log_path is None:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[Path] = None,
+        on_line: Optional[Callable[[str], None]] = None,
+    ) -> Completed:
+        args = tuple(argv)
+        path = (env or os.environ).get("PATH")
+        exe = args[0] if os.sep in args[0] else shutil.which(args[0], path=path)
+        start = time.monotonic()
+        if exe is None or not os.path.exists(exe):
+            done = Completed(args, NOT_FOUND, "", f"{args[0]}: command not found\n", 0.0,
+                             not_found=True)
+            self._record(done, env)
+            return done
+        full_env = dict(env) if env is not None else None
+        if on_line is None:
+            try:
+                proc = subprocess.run(  # noqa: S603 - argv list, no shell
+                    (exe, *args[1:]), capture_output=True, text=True, errors="replace",
+                    timeout=timeout, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
+                )
+            except subprocess.TimeoutExpired as e:
+                done = Completed(args, TIMED_OUT, _text(e.stdout), _text(e.stderr),
+                                 time.monotonic() - start, timed_out=True)
+            except OSError as e:
+                done = Completed(args, NOT_FOUND, "", f"{args[0]}: {e.strerror}\n",
+                                 time.monotonic() - start, not_found=True)
+            else:
+                done = Completed(args, proc.returncode, proc.stdout, proc.stderr,
+                                 time.monotonic() - start)
+        else:
+            done = self._stream(args, exe, timeout, full_env, cwd, on_line, start)
+        self._record(done, env)
+        return done
+
+    def _stream(
+        self,
+        args: tuple[str, ...],
+        exe: str,
+        timeout: float,
+        env: Optional[dict[str, str]],
+        cwd: Optional[Path],
+        on_line: Callable[[str], None],
+        start: float,
+    ) -> Completed:
+        """Run with merged stdout/stderr delivered line by line (long installs and builds)."""
+        import selectors
+
+        proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            (exe, *args[1:]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=env, cwd=cwd, text=True, errors="replace", bufsize=1,
+        )
+        assert proc.stdout is not None
+        lines: list[str] = []
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        timed_out = False
+        stream: IO[str] = proc.stdout
+        while True:
+            remaining = timeout - (time.monotonic() - start)
+            if remaining <= 0:
+                timed_out = True
+                proc.kill()
+                break
+            if not sel.select(timeout=min(remaining, 1.0)):
+                if proc.poll() is not None:
+                    break
+                continue
+            line = stream.readline()
+            if not line:
+                break
+            lines.append(line)
+            on_line(line.rstrip("\n"))
+        rc = proc.wait()
+        sel.close()
+        stream.close()
+        return Completed(args, TIMED_OUT if timed_out else rc, "".join(lines), "",
+                         time.monotonic() - start, timed_out=timed_out)
+
+    def _record(self, done: Completed, env: Optional[Mapping[str, str]]) -> None:
+        if self.log_path is None:
+            return
+        status = "timed out" if done.timed_out else f"exit {done.returncode}"
+        self._log(
+            f"+ {format_argv(done.argv)}\n  [{status}, {done.seconds:.2f}s]\n"
+            + "".join(f"  | {line}\n" for line in done.output.splitlines())
+        )
+
+
+def _text(data: object) -> str:
+    if data is None:
+        return ""
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return str(data)
