@@ -530,7 +530,10 @@ def _load_cached(directory: Path) -> Matrix:
     names = [b.name for b in backends]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         errs.add(str(directory / "backends.toml"), f"backend name {dup!r} is used twice")
-    known = set(names)
+    raw_backends = files["backends.toml"][0].get("backend")
+    # names of every row, valid or not, so one bad row does not cascade into "unknown backend"
+    known = {r["name"] for r in raw_backends if isinstance(r, dict) and isinstance(r.get("name"), str)} \
+        if isinstance(raw_backends, list) else set(names)
 
     drivers = [CudaDriver(**r) for r in rows("torch.toml", "cuda_driver", _CUDA_DRIVER)]
     torch_builds = [TorchBuild(**{**r, "archs": r["archs"].archs})

@@ -22,9 +22,6 @@ from attn_installer.runner import Runner
 
 __all__ = ["probe_system"]
 
-_SKIP = object()
-
-
 def probe_system(
     env: Mapping[str, str],
     runner: Runner,
@@ -35,8 +32,10 @@ def probe_system(
     amdsmi: Any = None,
     want_arch_list: bool = False,
 ) -> Facts:
-    """Probe everything. ``nvml``/``amdsmi`` replace the real modules (tests); pass
-    ``attn_installer.probe.NO_MODULE`` to behave as if the module were not installed."""
+    """Probe everything. ``nvml``/``amdsmi`` replace the real modules (tests); ``nvml=False``
+    skips NVML (``ATTN_INSTALL_NO_NVML=1``), so nvidia-smi answers."""
+    if nvml is None and env.get("ATTN_INSTALL_NO_NVML") == "1":
+        nvml = False
     host, sources = probe_host(env, root=root)
     notes: list[str] = []
 

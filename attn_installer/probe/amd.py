@@ -42,9 +42,18 @@ class AmdReading:
 
 
 def normalise_gfx(target: str) -> Optional[str]:
-    """``gfx942:sramecc+:xnack-`` → ``gfx942``; None when no gfx target is in the text."""
-    m = _GFX.search(target.lower())
-    return m.group(0) if m else None
+    """``gfx942:sramecc+:xnack-`` → ``gfx942``; None when no gfx target is in the text.
+
+    Older rocm-smi prints the KFD target version in decimal (``gfx9010`` for MI200, i.e.
+    9.0.10); a gfx9 target with four digits is read that way (→ ``gfx90a``).
+    """
+    m = re.search(r"gfx([0-9a-f]{3,5})", target.lower())
+    if not m:
+        return None
+    digits = m.group(1)
+    if digits.startswith("9") and len(digits) == 4 and digits.isdigit():
+        return f"gfx9{digits[1]}{int(digits[2:]):x}"
+    return f"gfx{digits}" if len(digits) <= 4 else None
 
 
 def gfx_from_target_version(value: int) -> Optional[str]:

@@ -250,7 +250,10 @@ def probe_nvidia(
 ) -> NvidiaReading:
     """NVML → nvidia-smi → /proc/driver/nvidia/version. Never raises; unknown is None."""
     notes: list[str] = []
-    if nvml is None:
+    if nvml is False:
+        notes.append("NVML skipped (ATTN_INSTALL_NO_NVML)")
+        nvml = None
+    elif nvml is None:
         try:
             import pynvml as nvml  # noqa: PLC0415 - lazy: NVML costs time and may be absent
         except Exception as e:  # noqa: BLE001

@@ -1,0 +1,76 @@
+"""Shared fixtures. Unit tests cannot spawn processes by accident: the autouse guard makes
+subprocess.Popen raise unless the test asks for `allow_subprocess`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from attn_installer.runner import Completed
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+CONTRACTS = SHARED / "contracts"
+
+
+def _contract(name: str) -> dict:
+    return json.loads((CONTRACTS / name).read_text())
+
+
+@pytest.fixture(autouse=True)
+def no_subprocess(request, monkeypatch):
+    if "allow_subprocess" in request.fixturenames:
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"unit test tried to spawn a process: {args[:1]}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+
+
+@pytest.fixture
+def allow_subprocess():
+    """Request this fixture to let a test spawn real processes."""
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _clear_matrix_cache():
+    from attn_installer.matrix import _load_cached
+
+    _load_cached.cache_clear()
+    yield
+
+
+class FakeRunner:
+    """Replays canned output per argv prefix; records every call."""
+
+    def __init__(self, answers: dict[tuple[str, ...], tuple[int, str]] | None = None):
+        self.answers = answers or {}
+        self.calls: list[tuple[str, ...]] = []
+
+    def run(self, argv, *, timeout, env=None, cwd=None, on_line=None):
+        argv = tuple(argv)
+        self.calls.append(argv)
+        for prefix, (rc, out) in self.answers.items():
+            if argv[: len(prefix)] == prefix:
+                return Completed(argv, rc, out, "", 0.01, timed_out=rc == 124)
+        return Completed(argv, 127, "", f"{argv[0]}: command not found\n", 0.0, not_found=True)
+
+
+@pytest.fixture
+def fixture_text():
+    def read(rel: str) -> str:
+        return (FIXTURES / rel).read_text()
+
+    return read
+
+
+def validate(instance: dict, contract: str) -> None:
+    import jsonschema
+
+    jsonschema.validate(instance, _contract(contract))

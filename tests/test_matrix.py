@@ -1,0 +1,94 @@
+"""Every shipped matrix file validates; bad rows are all reported with file and line."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from attn_installer.errors import MatrixError
+from attn_installer.matrix import MATRIX_FILES, default_matrix_dir, load_matrix
+
+
+def test_shipped_matrices_load():
+    m = load_matrix()
+    assert {"sdpa", "flash_attention_2", "flash_attention_3", "xformers", "sage", "flex_attention",
+            "eager", "flash_attention_2_rocm"} <= set(m.backend_names)
+    for b in m.backends:
+        assert b.source, b.name
+    for row in (*m.cuda_drivers, *m.torch_builds, *m.flash_attn_releases, *m.xformers_releases,
+                *m.sources, *m.attn_impl_values, *m.legacy_flags, *m.ranking):
+        assert row.source.strip()
+
+
+def test_every_file_is_read():
+    for name in MATRIX_FILES:
+        assert (default_matrix_dir() / name).is_file()
+
+
+def test_sageattention_220_comes_from_source_not_pypi():
+    m = load_matrix()
+    assert m.backend("sage").methods == ("installed", "source")
+    assert m.source_for("sage").ref == "v2.2.0"
+
+
+@pytest.fixture
+def broken(tmp_path):
+    d = tmp_path / "matrices"
+    shutil.copytree(default_matrix_dir(), d)
+    return d
+
+
+def test_every_bad_row_is_reported_with_file_and_line(broken):
+    text = (broken / "backends.toml").read_text()
+    text = text.replace('torch = ">=2.2"', 'torch = "newer than 2.2"', 1)
+    text = text.replace('packing = false', 'packing = "no"', 1)
+    text = text.replace('methods = ["builtin"]', 'methods = ["builtin", "conda"]', 1)
+    (broken / "backends.toml").write_text(text)
+    xf = (broken / "xformers.toml").read_text().replace("min_sm = 75", "min_smm = 75", 1)
+    (broken / "xformers.toml").write_text(xf)
+    with pytest.raises(MatrixError) as e:
+        load_matrix(broken)
+    msg = str(e.value)
+    assert msg.startswith("5 problems in the matrix")
+    lines = msg.splitlines()[1:]
+    assert any("backends.toml:" in ln and "'flash_attention_2'" in ln and "field 'torch'" in ln for ln in lines)
+    assert any("field 'packing': expected true or false" in ln for ln in lines)
+    assert any("'conda' is not one of builtin" in ln for ln in lines)
+    assert any("xformers.toml:" in ln and "unknown field 'min_smm' (did you mean 'min_sm'?)" in ln for ln in lines)
+    assert any("field 'min_sm' is missing" in ln for ln in lines)
+    # the line number points at the row's [[backend]] header
+    fa2_line = next(ln for ln in lines if "field 'torch'" in ln).split(":")[1]
+    assert (broken / "backends.toml").read_text().splitlines()[int(fa2_line) - 1].strip() == "[[backend]]"
+
+
+def test_unknown_backend_in_ranking_and_missing_source_row(broken):
+    r = (broken / "ranking.toml").read_text().replace('"flash_attention_3", "sdpa"', '"flash_attention_9", "sdpa"', 1)
+    (broken / "ranking.toml").write_text(r)
+    s = (broken / "sources.toml").read_text().replace('backend = "sage"', 'backend = "sage_attention"', 1)
+    (broken / "sources.toml").write_text(s)
+    with pytest.raises(MatrixError) as e:
+        load_matrix(broken)
+    msg = str(e.value)
+    assert "unknown backend 'flash_attention_9'" in msg
+    assert "unknown backend 'sage_attention'" in msg
+    assert "backend 'sage' lists method 'source' but sources.toml has no [[source]]" in msg
+
+
+def test_invalid_toml(broken):
+    (broken / "torch.toml").write_text("[[cuda_driver]\n")
+    with pytest.raises(MatrixError, match=r"torch.toml: not valid TOML"):
+        load_matrix(broken)
+
+
+def test_missing_file(broken):
+    (broken / "axolotl.toml").unlink()
+    with pytest.raises(MatrixError, match=r"axolotl.toml: cannot read"):
+        load_matrix(broken)
+
+
+def test_bad_arch_list(broken):
+    text = (broken / "backends.toml").read_text().replace('"sm_89", "sm_90", "sm_120"]', '"sm_89", "hopper"]', 1)
+    (broken / "backends.toml").write_text(text)
+    with pytest.raises(MatrixError, match=r"unknown arch 'hopper'"):
+        load_matrix(broken)

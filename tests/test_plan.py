@@ -1,0 +1,268 @@
+"""Plans over a table of machines: viability, reasons, recommendation, steps and config."""
+
+from __future__ import annotations
+
+import pytest
+
+from attn_installer.errors import UsageError
+from attn_installer.matrix import load_matrix
+from attn_installer.plan import make_plan
+from attn_installer.resolve import Request, covered_by
+from tests.conftest import validate
+from tests.machines import MACHINES
+
+
+def plan(name, **kw):
+    return make_plan(MACHINES[name], load_matrix(), Request(cache_dir="/cache", **kw))
+
+
+def viable(p):
+    return {b.name for b in p.backends if b.viable}
+
+
+@pytest.mark.parametrize("name", sorted(MACHINES))
+def test_every_plan_matches_the_contract(name):
+    p = plan(name)
+    validate(p.to_dict(), "plan.schema.json")
+    assert {b.name for b in p.backends} == set(load_matrix().backend_names)
+    for b in p.backends:
+        assert b.reasons
+        for s in b.steps:
+            assert not any(a.startswith(("torch>", "torch<", "--upgrade", "-U")) for a in s.argv)
+            pins = [a for a in s.argv if a.startswith("torch==")]
+            if "pip" in s.argv and "install" in s.argv and "--no-index" not in s.argv:
+                assert pins, f"{name}/{b.name}: pip step without torch pinned: {s.argv}"
+
+
+def test_colab_t4_gets_xformers_fp16_no_fa2():
+    p = plan("colab_t4")
+    assert p.recommended == "xformers"
+    assert p.config == {"attn_implementation": "xformers", "bf16": False, "fp16": True,
+                        "sample_packing": True, "pad_to_sequence_len": True}
+    fa2 = p.backend("flash_attention_2")
+    assert not fa2.viable and "sm_75" in fa2.reasons[0] and "SM >=80" in fa2.reasons[0]
+    (step,) = p.backend("xformers").steps
+    assert "xformers==0.0.32.post2" in step.argv
+    assert "https://download.pytorch.org/whl/cu126" in step.argv
+    assert {"torch==2.8.0+cu126", "torchvision==0.23.0+cu126", "triton==3.4.0"} <= set(step.argv)
+
+
+def test_a100_gets_fa2_release_wheel():
+    p = plan("a100")
+    assert p.recommended == "flash_attention_2"
+    fa2 = p.backend("flash_attention_2")
+    assert fa2.method == "wheel"
+    assert fa2.download["filename"] == "flash_attn-2.8.3+cu12torch2.8cxx11abiTRUE-cp311-cp311-linux_x86_64.whl"
+    assert fa2.download["url"].startswith("https://github.com/Dao-AILab/flash-attention/releases/download/v2.8.3/")
+    assert p.config["attn_implementation"] == "flash_attention_2" and p.config["bf16"] is True
+    assert p.config["sample_packing"] is True
+
+
+def test_fa2_wheel_needs_glibc():
+    from dataclasses import replace
+
+    f = MACHINES["a100"]
+    old = replace(f, host=replace(f.host, glibc="2.28"))
+    p = make_plan(old, load_matrix(), Request())
+    fa2 = p.backend("flash_attention_2")
+    assert fa2.method == "source"  # no wheel fits glibc 2.28: a source build is the way
+    assert any("glibc" in r for r in fa2.reasons) or fa2.method == "source"
+
+
+def test_h100_recommends_sdpa_and_names_fa3_source_build():
+    p = plan("h100")
+    assert p.recommended == "flash_attention_2" or p.recommended == "sdpa"
+    assert p.backend("flash_attention_3").viable and p.backend("flash_attention_3").method == "source"
+    assert any("flash_attention_3 ranks first" in w and "--allow-source" in w for w in p.warnings)
+
+
+def test_h200_torch211_fa3_trimmed_build_env():
+    p = plan("h200_torch211", allow_source=True, head_dims=(128,), dtypes=("bf16",))
+    assert p.recommended == "flash_attention_3"
+    fa3 = p.backend("flash_attention_3")
+    build = next(s for s in fa3.steps if s.kind == "build")
+    env = build.env
+    assert env["MAX_JOBS"] == "5" and env["NVCC_THREADS"] == "2"  # int(64 GB * 0.8 / (5 GB * 2))
+    for flag in ("HDIM64", "HDIM96", "HDIM192", "HDIM256", "FP16", "FP8", "SM80", "SPLIT", "PAGEDKV"):
+        assert env[f"FLASH_ATTENTION_DISABLE_{flag}"] == "TRUE"
+    assert "FLASH_ATTENTION_DISABLE_HDIM128" not in env and "FLASH_ATTENTION_DISABLE_BACKWARD" not in env
+    assert env["CPLUS_INCLUDE_PATH"] == "/usr/local/cuda/include/cccl"
+    assert env["FLASH_ATTENTION_OFFLINE_BUILD"] == "TRUE"
+    assert build.argv[1:5] == ("-m", "pip", "wheel", "--no-build-isolation")
+    assert build.argv[-1].endswith("/hopper")
+    assert fa3.estimate_minutes is not None and fa3.estimate_minutes < 5
+    # without --head-dim/--dtype the same build is the full 230-unit one
+    untrimmed = plan("h200_torch211", allow_source=True).backend("flash_attention_3")
+    assert untrimmed.estimate_minutes > 10 * fa3.estimate_minutes / 2
+
+
+def test_h200_torch211_no_fa2_wheel_for_torch_211():
+    fa2 = plan("h200_torch211").backend("flash_attention_2")
+    assert fa2.method == "source"
+
+
+def test_rtx4090_fa2_wheel_and_sage_for_lora():
+    p = plan("rtx4090")
+    assert p.recommended == "flash_attention_2"
+    assert p.backend("flash_attention_2").download["filename"].startswith("flash_attn-2.8.3+cu12torch2.7")
+    sage = p.backend("sage")
+    assert not sage.viable and "full" in sage.reasons[0]
+    lora = plan("rtx4090", workload="lora")
+    assert lora.backend("sage").viable is False  # no nvcc on that machine: no source build
+    assert any("nvcc not found" in r for r in lora.backend("sage").reasons)
+
+
+def test_rtx5090_cu128_fa2_wheel_and_blackwell():
+    p = plan("rtx5090")
+    assert p.recommended == "flash_attention_2"
+    assert p.blockers == ()
+
+
+def test_rtx5090_with_cu126_torch_is_blocked():
+    p = plan("rtx5090_cu126")
+    assert p.recommended is None
+    assert "no kernels for GPU 0 (NVIDIA GeForce RTX 5090, sm_120)" in p.blockers[0]
+    assert "cu128" in p.blockers[0]
+    assert all(not b.viable for b in p.backends)
+
+
+def test_b200():
+    p = plan("b200")
+    assert p.recommended == "flash_attention_2"
+    assert p.backend("flash_attention_4").viable
+    assert not p.backend("flash_attention_3").viable
+
+
+def test_v100_with_cu128_torch_211_is_blocked_and_cu126_works():
+    p = plan("v100_cu128_211")
+    assert p.recommended is None
+    assert "sm_70" in p.blockers[0] and "cu126" in p.blockers[0]
+    ok = plan("v100_cu126")
+    assert ok.recommended == "sdpa"
+    assert ok.config["fp16"] is True and ok.config["bf16"] is False
+    assert not ok.backend("xformers").viable  # V100 dropped by xformers >= 0.0.31; 2.7.1 needs 0.0.31
+
+
+def test_mi300x():
+    p = plan("mi300x")
+    assert p.recommended == "sdpa"
+    ck = p.backend("flash_attention_2_rocm")
+    assert ck.viable and ck.method == "source"
+    build = next(s for s in ck.steps if s.kind == "build")
+    assert build.env["GPU_ARCHS"] == "gfx942"
+    assert not p.backend("flash_attention_2").viable
+    allowed = plan("mi300x", allow_source=True)
+    assert allowed.recommended == "flash_attention_2_rocm"
+    assert allowed.config["attn_implementation"] == "flash_attention_2"
+
+
+def test_rx7900xtx_triton_backend_runtime_env():
+    p = plan("rx7900xtx", backend="flash_attention_2_rocm_triton")
+    assert p.recommended == "flash_attention_2_rocm_triton"
+    assert p.runtime_env == {"FLASH_ATTENTION_TRITON_AMD_ENABLE": "TRUE"}
+    assert not p.backend("flash_attention_2_rocm").viable
+    build = next(s for s in p.backend("flash_attention_2_rocm_triton").steps if s.kind == "build")
+    assert build.env["FLASH_ATTENTION_TRITON_AMD_ENABLE"] == "TRUE"
+
+
+def test_cpu_only():
+    p = plan("cpu_only")
+    assert p.recommended == "sdpa"
+    assert p.config == {"attn_implementation": "sdpa"}
+    assert "needs a GPU" in p.backend("flash_attention_2").reasons[0]
+
+
+def test_no_torch_is_a_blocker():
+    p = plan("no_torch")
+    assert p.recommended is None
+    assert p.blockers and "torch is not installed" in p.blockers[0]
+    assert all(b.steps == () for b in p.backends)
+
+
+def test_windows():
+    p = plan("windows_4090")
+    assert p.recommended == "sdpa"
+    assert "windows" in p.backend("flash_attention_2").reasons[0]
+
+
+def test_mixed_gpus_fit_every_gpu():
+    p = plan("mixed_a100_t4")
+    assert p.recommended == "xformers"  # the T4 decides: the Turing ranking, and xformers fits both
+    assert p.config["fp16"] is True  # the T4 has no bf16
+    fa2 = p.backend("flash_attention_2")
+    assert not fa2.viable and "GPU 1 (Tesla T4, sm_75)" in fa2.reasons[0]
+    assert any("CUDA_VISIBLE_DEVICES=0" in w for w in p.warnings)
+
+
+def test_old_driver_blocks():
+    p = plan("old_driver")
+    assert p.recommended is None
+    assert "470.82.01 is too old" in p.blockers[0] and "525.60.13" in p.blockers[0]
+
+
+@pytest.mark.parametrize(("axolotl", "expected"), [
+    ("0.21.0", {"attn_implementation": "flash_attention_2"}),
+    ("0.17.0", {"attn_implementation": "flash_attention_2"}),
+    ("0.16.1", {"flash_attention": True}),
+    ("0.8.0", {"flash_attention": True}),
+])
+def test_config_keys_follow_axolotl(axolotl, expected):
+    p = plan("a100", axolotl_version=axolotl)
+    keys = {k: v for k, v in p.config.items() if k in ("attn_implementation", "flash_attention")}
+    assert keys == expected
+
+
+def test_flex_writes_torch_compile_and_old_axolotl_uses_flag():
+    p = plan("h100", backend="flex_attention", axolotl_version="0.10.0")
+    assert p.config["flex_attention"] is True and p.config["torch_compile"] is True
+    assert "attn_implementation" not in p.config
+
+
+def test_sage_lora_config_comment():
+    from dataclasses import replace
+
+    f = replace(MACHINES["rtx4090"], toolkit=MACHINES["a100"].toolkit, torch=MACHINES["a100"].torch,
+                packages={"torch": "2.8.0+cu128"})
+    p = make_plan(f, load_matrix(), Request(workload="lora", backend="sage"))
+    assert p.recommended == "sage"
+    assert p.config["attn_implementation"] == "sage" and p.config["pad_to_sequence_len"] is True
+    assert any("LoRA" in c for c in p.config_comments)
+    build = next(s for s in p.backend("sage").steps if s.kind == "build")
+    assert build.env["TORCH_CUDA_ARCH_LIST"] == "8.9" and build.env["EXT_PARALLEL"] == "1"
+
+
+def test_memory_limit_bounds_max_jobs():
+    from dataclasses import replace
+
+    f = MACHINES["h200_torch211"]
+    small = replace(f, host=replace(f.host, memory_gb=12.0, cpu_count=64))
+    env = next(s for s in make_plan(small, load_matrix(), Request(allow_source=True))
+               .backend("flash_attention_3").steps if s.kind == "build").env
+    assert env["MAX_JOBS"] == "1" and env["NVCC_THREADS"] == "1"  # 12 GB * 0.8 fits one 5 GB thread
+    tiny = replace(f, host=replace(f.host, memory_gb=4.0))
+    fa3 = make_plan(tiny, load_matrix(), Request()).backend("flash_attention_3")
+    assert not fa3.viable and "one compile job needs about 5 GB" in fa3.reasons[-1]
+
+
+def test_target_arch_builds_without_gpu():
+    from dataclasses import replace
+
+    f = replace(MACHINES["h200_torch211"], gpus=(), driver=None)
+    p = make_plan(f, load_matrix(), Request(backend="sage", workload="lora", target_archs=("sm_89",)))
+    # a build host without a GPU still cannot *use* sage; the build env targets sm_89
+    assert not p.backend("sage").viable
+
+
+def test_unknown_backend_and_workload():
+    with pytest.raises(UsageError, match="unknown backend 'flash'"):
+        plan("a100", backend="flash")
+    with pytest.raises(UsageError, match="unknown workload"):
+        plan("a100", workload="pretrain")
+
+
+@pytest.mark.parametrize(("gpu", "archs", "ok"), [
+    ("sm_89", ("sm_80", "sm_86"), True), ("sm_90", ("sm_80", "sm_86"), False),
+    ("sm_120", ("sm_90", "compute_90"), True), ("sm_103", ("sm_100",), True), ("sm_70", ("sm_75",), False),
+])
+def test_arch_coverage(gpu, archs, ok):
+    assert covered_by(gpu, archs) is ok
