@@ -45,10 +45,9 @@ def _facts(facts_file: Optional[Path], python: Optional[str]) -> Any:
 
 
 def _cache_dir() -> str:
-    base = os.environ.get("ATTN_INSTALL_CACHE") or os.path.join(
+    return os.environ.get("ATTN_INSTALL_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
         "attn-install")
-    return base
 
 
 def _plan(facts: Any, workload: str, backend: Optional[str], allow_source: bool,

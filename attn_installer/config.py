@@ -26,7 +26,7 @@ def render_yaml(config: Mapping[str, Any], comments: Sequence[str], header: Sequ
 def write_atomic(path: Path, text: str) -> None:
     """Write through a temporary file in the same directory, then rename over the target."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent or Path(".")))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent or Path()))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -383,7 +383,7 @@ def resolve_backend(b: Backend, facts: Facts, matrix: Matrix, request: Request,
         c.fail(str(why))
     if bad and len(bad) < len(gpus):
         c.partial_gpus = tuple(g.index for g, why in misfits if not why)
-    if not facts.python.implementation == "cpython" and b.distribution:
+    if facts.python.implementation != "cpython" and b.distribution:
         c.fail(f"Python implementation is {facts.python.implementation}; {b.name} needs CPython")
     if not b.python.contains(Version(facts.python.version), prereleases=True):
         c.fail(f"Python {facts.python.version}; {b.name} needs Python {b.python}")
@@ -431,7 +431,8 @@ def _choose_method(c: Candidate, facts: Facts, matrix: Matrix, request: Request)
             wheel, why = find_flash_attn_wheel(facts, matrix)
             if wheel is not None:
                 c.method, c.wheel = "wheel", wheel
-                c.reasons.append(f"release wheel {wheel.filename} matches torch {facts.torch.version if facts.torch else ''}"
+                tv = facts.torch.version if facts.torch else ""
+                c.reasons.append(f"release wheel {wheel.filename} matches torch {tv}"
                                  f" / Python {facts.python.version} (matrices/flash_attn_wheels.toml)")
                 return
             tried.append("no release wheel: " + "; ".join(why[:3]))

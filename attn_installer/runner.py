@@ -92,19 +92,24 @@ class SubprocessRunner:
         full_env = dict(env) if env is not None else None
         if on_line is None:
             try:
-                proc = subprocess.run(  # noqa: S603 - argv list, no shell
-                    (exe, *args[1:]), capture_output=True, text=True, errors="replace",
-                    timeout=timeout, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+                    (exe, *args[1:]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL, text=True, errors="replace", env=full_env, cwd=cwd,
+                    start_new_session=True,
                 )
-            except subprocess.TimeoutExpired as e:
-                done = Completed(args, TIMED_OUT, _text(e.stdout), _text(e.stderr),
-                                 time.monotonic() - start, timed_out=True)
             except OSError as e:
                 done = Completed(args, NOT_FOUND, "", f"{args[0]}: {e.strerror}\n",
                                  time.monotonic() - start, not_found=True)
             else:
-                done = Completed(args, proc.returncode, proc.stdout, proc.stderr,
-                                 time.monotonic() - start)
+                try:
+                    out, err = proc.communicate(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc)
+                    out, err = proc.communicate()
+                    done = Completed(args, TIMED_OUT, out or "", err or "", time.monotonic() - start,
+                                     timed_out=True)
+                else:
+                    done = Completed(args, proc.returncode, out, err, time.monotonic() - start)
         else:
             done = self._stream(args, exe, timeout, full_env, cwd, on_line, start)
         self._record(done, env)
@@ -126,6 +131,7 @@ class SubprocessRunner:
         proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
             (exe, *args[1:]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, cwd=cwd, text=True, errors="replace", bufsize=1,
+            start_new_session=True,
         )
         assert proc.stdout is not None
         lines: list[str] = []
@@ -137,7 +143,7 @@ class SubprocessRunner:
             remaining = timeout - (time.monotonic() - start)
             if remaining <= 0:
                 timed_out = True
-                proc.kill()
+                _kill_group(proc)
                 break
             if not sel.select(timeout=min(remaining, 1.0)):
                 if proc.poll() is not None:
@@ -162,6 +168,16 @@ class SubprocessRunner:
             f"+ {format_argv(done.argv)}\n  [{status}, {done.seconds:.2f}s]\n"
             + "".join(f"  | {line}\n" for line in done.output.splitlines())
         )
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """Kill the command and everything it started (a shell's children hold the pipes open)."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, AttributeError):
+        proc.kill()
 
 
 def _text(data: object) -> str:

@@ -177,7 +177,8 @@ def test_rocm_smi_json_rx7900xt_with_memory(fixture_text):
     assert cards[0]["memory_gb"] == pytest.approx(20.0, abs=0.1)
 
 
-@pytest.mark.parametrize("rel", ["amd/rocm-smi_a_json_mi250_rocm6.2.4.json", "amd/rocm-smi_a_json_mi250_rocm5_2cards.json"])
+@pytest.mark.parametrize("rel", ["amd/rocm-smi_a_json_mi250_rocm6.2.4.json",
+                                 "amd/rocm-smi_a_json_mi250_rocm5_2cards.json"])
 def test_rocm_smi_json_full_dumps(fixture_text, rel):
     cards = parse_rocm_smi_json(fixture_text(rel))
     assert cards and all(c["name"] for c in cards)

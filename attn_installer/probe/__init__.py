@@ -54,7 +54,7 @@ def probe_system(
         from dataclasses import replace  # noqa: PLC0415
 
         gpus = gpus + tuple(replace(g, index=offset + g.index) for g in amd.gpus)
-        sources["gpus"] = amd.source if not nv.gpus else f"{sources['gpus']}+{amd.source}"
+        sources["gpus"] = (amd.source or "amd") if not nv.gpus else f"{sources['gpus']}+{amd.source}"
         if driver is None:
             driver = amd.driver
             sources["driver"] = "amdgpu" if amd.driver else "none"

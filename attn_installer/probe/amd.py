@@ -82,7 +82,7 @@ def parse_rocm_smi_json(text: str) -> list[dict[str, Any]]:
         out.append({
             "name": name.strip(),
             "arch": arch,
-            "memory_gb": round(int(mem) / GIB, 1) if str(mem or "").isdigit() else None,
+            "memory_gb": round(int(str(mem)) / GIB, 1) if str(mem or "").isdigit() else None,
         })
     return out
 
@@ -180,7 +180,9 @@ def probe_amd(runner: Runner, *, root: Path, amdsmi: Any = None, visible: Option
 
     if amdsmi is None and try_python_module and (root / "opt/rocm").exists():
         try:
-            import amdsmi  # noqa: PLC0415 - lazy, optional
+            import amdsmi as amdsmi_module  # noqa: PLC0415 - lazy, optional
+
+            amdsmi = amdsmi_module
         except Exception:  # noqa: BLE001
             amdsmi = None
     if amdsmi is not None:
@@ -254,7 +256,7 @@ def _amdgpu_driver_version(root: Path) -> Optional[str]:
 
 def _kfd_entries(root: Path) -> list[dict[str, Any]]:
     nodes = root / "sys/class/kfd/kfd/topology/nodes"
-    out = []
+    out: list[dict[str, Any]] = []
     try:
         dirs = sorted(nodes.iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else 1 << 30)
     except OSError:

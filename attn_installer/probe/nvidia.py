@@ -255,7 +255,9 @@ def probe_nvidia(
         nvml = None
     elif nvml is None:
         try:
-            import pynvml as nvml  # noqa: PLC0415 - lazy: NVML costs time and may be absent
+            import pynvml  # noqa: PLC0415 - lazy: NVML costs time and may be absent
+
+            nvml = pynvml
         except Exception as e:  # noqa: BLE001
             notes.append(f"NVML unavailable ({type(e).__name__}: {e})")
             nvml = None
@@ -294,8 +296,8 @@ def probe_nvidia(
             gpus, note = apply_visible_devices(gpus, visible)
             if note:
                 notes.append(note)
-            driver = Driver("nvidia", drv, cuda=cuda) if drv else None
-            return NvidiaReading(gpus, driver, "nvidia-smi", "nvidia-smi", tuple(notes))
+            smi_driver = Driver("nvidia", drv, cuda=cuda) if drv else None
+            return NvidiaReading(gpus, smi_driver, "nvidia-smi", "nvidia-smi", tuple(notes))
     elif smi.timed_out:
         notes.append("nvidia-smi timed out")
     elif not smi.not_found:

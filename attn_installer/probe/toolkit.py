@@ -37,10 +37,10 @@ def _nvcc_path(env: Mapping[str, str], root: Path) -> tuple[Optional[str], Optio
             return (str(nvcc) if nvcc.exists() else None), home
     found = shutil.which("nvcc", path=env.get("PATH", ""))
     if found:
-        home = Path(found).resolve().parent.parent
-        if not (home / "include" / "cuda_runtime.h").exists() and (root / "usr/local/cuda").exists():
-            home = root / "usr/local/cuda"  # nvcc on PATH is a wrapper script outside the toolkit
-        return found, str(home)
+        toolkit_dir = Path(found).resolve().parent.parent
+        if not (toolkit_dir / "include" / "cuda_runtime.h").exists() and (root / "usr/local/cuda").exists():
+            toolkit_dir = root / "usr/local/cuda"  # nvcc on PATH is a wrapper script outside the toolkit
+        return found, str(toolkit_dir)
     default = root / "usr/local/cuda/bin/nvcc"
     if default.exists():
         return str(default), str(default.parent.parent)

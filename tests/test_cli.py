@@ -1,0 +1,178 @@
+"""Black-box CLI tests: real processes, fake nvidia-smi on PATH printing recorded output,
+a stand-in torch on PYTHONPATH (read from its files, never imported)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from attn_installer.runner import SubprocessRunner
+from tests.conftest import FIXTURES, REPO, validate
+
+T4_CSV = (FIXTURES / "nvidia/other/nvidia_smi_query_csv_t4.txt").read_text()
+T4_BANNER = (FIXTURES / "nvidia/other/nvidia-smi_banner_tesla-t4_colab_cuda12.2.txt").read_text()
+
+
+def fake_bin(tmp_path: Path, name: str, script: str) -> Path:
+    d = tmp_path / "bin"
+    d.mkdir(exist_ok=True)
+    exe = d / name
+    exe.write_text("#!/bin/sh\n" + script)
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return d
+
+
+def fake_torch(tmp_path: Path, version="2.8.0+cu126", cuda="'12.6'") -> Path:
+    site = tmp_path / "site"
+    (site / "torch/share/cmake/Torch").mkdir(parents=True)
+    (site / "torch/version.py").write_text(
+        f"__version__ = '{version}'\ndebug = False\ncuda: Optional[str] = {cuda}\nhip: Optional[str] = None\n")
+    (site / "torch/share/cmake/Torch/TorchConfig.cmake").write_text(
+        'set(TORCH_CXX_FLAGS "-D_GLIBCXX_USE_CXX11_ABI=1")\n')
+    dist = site / f"torch-{version}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n\n")
+    return site
+
+
+@pytest.fixture
+def colab_t4(tmp_path, allow_subprocess):
+    (tmp_path / "t4.csv").write_text(T4_CSV)
+    (tmp_path / "banner.txt").write_text(T4_BANNER)
+    bindir = fake_bin(tmp_path, "nvidia-smi", f"""
+case "$1" in
+  --query-gpu=*) cat {tmp_path}/t4.csv ;;
+  -q) exit 9 ;;
+  *) cat {tmp_path}/banner.txt ;;
+esac
+""")
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "CUDA_HOME", "CUDA_PATH")}
+    env.update({
+        "PATH": f"{bindir}{os.pathsep}/usr/bin:/bin",
+        "PYTHONPATH": str(fake_torch(tmp_path)),
+        "ATTN_INSTALL_NO_NVML": "1",
+        "COLAB_RELEASE_TAG": "release-colab-20261101",
+    })
+    return env
+
+
+def cli(env, *args, cwd=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "attn_installer", *args], env=env, cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_probe_json_through_nvidia_smi_fallback(colab_t4):
+    r = cli(colab_t4, "probe", "--json")
+    assert r.returncode == 0, r.stderr
+    facts = json.loads(r.stdout)
+    validate(facts, "facts.schema.json")
+    assert facts["gpus"][0]["name"] == "Tesla T4" and facts["gpus"][0]["arch"] == "sm_75"
+    assert facts["driver"] == {"vendor": "nvidia", "version": "580.159.04", "cuda": "12.2", "rocm": None}
+    assert facts["torch"]["version"] == "2.8.0+cu126" and facts["torch"]["cxx11abi"] is True
+    assert facts["sources"]["gpus"] == "nvidia-smi" and facts["host"]["colab"] is True
+
+
+def test_probe_human(colab_t4):
+    r = cli(colab_t4, "probe")
+    assert r.returncode == 0
+    assert "Tesla T4, sm_75 (cc 7.5)" in r.stdout and "torch    2.8.0+cu126" in r.stdout
+
+
+def test_plan_json_and_table(colab_t4):
+    r = cli(colab_t4, "plan", "--json")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    validate(plan, "plan.schema.json")
+    assert plan["recommended"] == "xformers" and plan["config"]["fp16"] is True
+    table = cli(colab_t4, "plan").stdout
+    assert "*xformers" in table and "recommended: xformers" in table
+
+
+def test_plan_for_another_machine_from_facts_file(colab_t4, tmp_path):
+    facts = FIXTURES / "nvidia/h200-device/probe.json"
+    r = cli(colab_t4, "plan", "--facts", str(facts), "--json", "--allow-source", "--head-dim", "128",
+            "--dtype", "bf16")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    validate(plan, "plan.schema.json")
+    assert plan["recommended"] == "flash_attention_3"
+
+
+@pytest.mark.parametrize(("content", "code", "needle"), [
+    (None, 5, "no such file"),
+    ("", 5, "the file is empty"),
+    ('{"schema_version": 9}', 5, "field 'schema_version': 9 is newer"),
+])
+def test_bad_facts_file_one_line(colab_t4, tmp_path, content, code, needle):
+    path = tmp_path / "facts.json"
+    if content is not None:
+        path.write_text(content)
+    r = cli(colab_t4, "plan", "--facts", str(path))
+    assert r.returncode == code
+    assert r.stderr.count("\n") == 1 and needle in r.stderr and str(path) in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_usage_errors(colab_t4):
+    r = cli(colab_t4, "plan", "--backend", "flash")
+    assert r.returncode == 2 and "unknown backend 'flash'" in r.stderr
+    r = cli(colab_t4, "plan", "--workload", "pretrain")
+    assert r.returncode == 2 and "pretrain" in r.stderr
+    r = cli(colab_t4, "plan", "--frobnicate")
+    assert r.returncode == 2 and "No such option" in r.stderr
+
+
+def test_backend_that_does_not_fit_exits_nonzero(colab_t4):
+    r = cli(colab_t4, "plan", "--backend", "flash_attention_2")
+    assert r.returncode == 6
+    assert "flash_attention_2 does not fit this machine" in r.stderr and "sm_75" in r.stderr
+
+
+def test_bad_matrix_dir_is_reported(colab_t4, tmp_path):
+    env = dict(colab_t4, ATTN_INSTALL_MATRIX_DIR=str(tmp_path / "nowhere"))
+    r = cli(env, "plan")
+    assert r.returncode == 4 and "cannot read" in r.stderr
+
+
+def test_auto_writes_config(colab_t4, tmp_path):
+    r = cli(colab_t4, "--auto", "--output", str(tmp_path / "cfg.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "cfg.yaml").read_text()
+    assert "attn_implementation: xformers" in text and "fp16: true" in text and "bf16: false" in text
+
+
+def test_no_gpu_no_torch_probe_still_succeeds(tmp_path, allow_subprocess):
+    env = {"PATH": "/usr/bin:/bin", "ATTN_INSTALL_NO_NVML": "1", "HOME": str(tmp_path)}
+    r = cli(env, "probe", "--json")
+    assert r.returncode == 0, r.stderr
+    facts = json.loads(r.stdout)
+    validate(facts, "facts.schema.json")
+    assert facts["gpus"] == []
+    plan = cli(env, "plan", "--json")
+    assert json.loads(plan.stdout)["blockers"]
+
+
+def test_runner_times_out_a_hung_command(tmp_path, allow_subprocess):
+    bindir = fake_bin(tmp_path, "nvidia-smi", "sleep 30\n")
+    t0 = time.monotonic()
+    done = SubprocessRunner(tmp_path / "log.txt").run(["nvidia-smi"], timeout=0.5,
+                                                      env={"PATH": f"{bindir}:/usr/bin:/bin"})
+    assert done.timed_out and time.monotonic() - t0 < 5
+    assert "timed out" in (tmp_path / "log.txt").read_text()
+    missing = SubprocessRunner().run(["no-such-tool-xyz"], timeout=1, env={"PATH": str(bindir)})
+    assert missing.not_found and missing.returncode == 127
+
+
+def test_help_is_fast(allow_subprocess):
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "attn_installer", "--help"],
+                       capture_output=True, text=True, check=True)
+    imported = r.stderr
+    for heavy in ("pynvml", "ruamel", "requests", "attn_installer.probe"):
+        assert f" {heavy}" not in imported, f"--help imports {heavy}"
