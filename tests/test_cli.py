@@ -176,3 +176,25 @@ def test_help_is_fast(allow_subprocess):
     imported = r.stderr
     for heavy in ("pynvml", "ruamel", "requests", "attn_installer.probe"):
         assert f" {heavy}" not in imported, f"--help imports {heavy}"
+
+
+def test_probe_and_plan_through_fake_rocm_smi(tmp_path, allow_subprocess):
+    data = FIXTURES / "amd/rocm-smi_productname_use_meminfo_json_rx7900xt.json"
+    bindir = fake_bin(tmp_path, "rocm-smi", f"cat {data}\n")
+    site = fake_torch(tmp_path, version="2.7.1+rocm6.3", cuda="None")
+    (site / "torch/version.py").write_text(
+        "__version__ = '2.7.1+rocm6.3'\ncuda: Optional[str] = None\nhip: Optional[str] = '6.3.42131-fa1d09cbd'\n")
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "PYTHONPATH": str(site), "ATTN_INSTALL_NO_NVML": "1",
+           "HOME": str(tmp_path)}
+    r = cli(env, "probe", "--json")
+    assert r.returncode == 0, r.stderr
+    facts = json.loads(r.stdout)
+    validate(facts, "facts.schema.json")
+    assert facts["gpus"][0]["vendor"] == "amd" and facts["gpus"][0]["arch"] == "gfx1100"
+    assert facts["sources"]["gpus"] == "rocm-smi" and facts["torch"]["hip"].startswith("6.3")
+    plan = json.loads(cli(env, "plan", "--json").stdout)
+    validate(plan, "plan.schema.json")
+    assert plan["recommended"] == "sdpa"
+    by_name = {b["name"]: b for b in plan["backends"]}
+    assert not by_name["flash_attention_2_rocm"]["viable"]  # CK does not cover RDNA3 gfx1100
+    assert "gfx1100" in by_name["flash_attention_2_rocm"]["reasons"][0]
