@@ -211,6 +211,48 @@ def config(facts_file: Optional[Path], output: Path, python: Optional[str], work
     click.echo(f"wrote {output} ({p.recommended})")
 
 
+@cli.command()
+@click.argument("backends", nargs=-1)
+@click.option("--python", "python", default=None, metavar="PATH", help="Verify in this interpreter.")
+@click.option("--dtype", type=click.Choice(["bf16", "fp16"]), default=None,
+              help="Default: the dtype the plan's config uses (bf16; fp16 before Ampere).")
+@click.option("--head-dim", type=int, default=128, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def verify(backends: tuple[str, ...], python: Optional[str], dtype: Optional[str], head_dim: int,
+           as_json: bool) -> None:
+    """Run a real forward + backward of BACKENDS (default: the recommended one) against math SDPA."""
+    from attn_installer.errors import VerifyError  # noqa: PLC0415
+    from attn_installer.runner import SubprocessRunner  # noqa: PLC0415
+    from attn_installer.verify import verify_backend  # noqa: PLC0415
+
+    facts = _probe(python)
+    p = _plan(facts, "full", None, False, (), (), (), None)
+    names = backends or ((p.recommended,) if p.recommended else ())
+    if not names:
+        raise NoViableBackendError("nothing to verify: " + "; ".join(p.blockers or ["no backend fits"]))
+    unknown = [n for n in names if n not in {b.name for b in p.backends}]
+    if unknown:
+        raise UsageError(f"unknown backend {unknown[0]!r}: choose from " + ", ".join(b.name for b in p.backends))
+    exe = facts.python.executable or sys.executable
+    results = []
+    for name in names:
+        click.echo(f"verifying {name} ...", err=True)
+        res = verify_backend(SubprocessRunner(), exe, name, dtype=dtype or p.dtype or "bf16", head_dim=head_dim)
+        results.append(res)
+        if not as_json:
+            click.echo(f"{name}: {res.status}: {res.detail}")
+            kernels = res.data.get("sdpa_kernels")
+            if isinstance(kernels, dict):
+                for k, v in kernels.items():
+                    click.echo(f"  sdpa {k}: {v}")
+    if as_json:
+        click.echo(json.dumps([{"backend": r.backend, "status": r.status, "detail": r.detail, **r.data}
+                               for r in results], indent=2))
+    failed = [r.backend for r in results if not r.ok]
+    if failed:
+        raise VerifyError(f"verification failed for {', '.join(failed)}")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     debug = os.environ.get("ATTN_INSTALL_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
     try:

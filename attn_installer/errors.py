@@ -15,6 +15,7 @@ __all__ = [
     "NoViableBackendError",
     "ProbeError",
     "UsageError",
+    "VerifyError",
 ]
 
 
@@ -52,3 +53,9 @@ class NoViableBackendError(AttnInstallError):
     """The user asked for a backend that does not fit this machine."""
 
     exit_code = 6
+
+
+class VerifyError(AttnInstallError):
+    """A backend failed its real kernel check."""
+
+    exit_code = 7

@@ -18,3 +18,5 @@ python3 -m attn_installer plan
 python3 -m attn_installer plan --allow-source --head-dim 128 --dtype bf16
 (cd "$out" && python3 -m attn_installer --auto --output auto-config.yaml) > "$out/auto.txt" 2>&1; cat "$out/auto.txt"
 python3 benchmarks/probe_speed.py --repeat 7 --json "$out/probe-speed.json"
+python3 -m attn_installer verify sdpa flex_attention eager --json > "$out/verify.json"; cat "$out/verify.json"
+python3 -m attn_installer verify sdpa --dtype fp16 --head-dim 64
