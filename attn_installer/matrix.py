@@ -146,6 +146,7 @@ class SourceBuild:
     arch_env: Mapping[str, str]
     compile_units: int
     compile_units_trimmed: int
+    compile_units_no_sm80: int
     unit_minutes: float
     source: str
 
@@ -391,6 +392,7 @@ _SOURCE: dict[str, Field] = {
     "nvcc_must_match_torch_major": (_bool, True, None), "nvcc_threads": (_int, True, None),
     "env": (_str_map, True, None), "arch_env": (_str_map, True, None),
     "compile_units": (_int, True, None), "compile_units_trimmed": (_int, True, None),
+    "compile_units_no_sm80": (_int, False, 0),
     "unit_minutes": (_float, True, None), "source": (_str, True, None),
 }
 _BUILD: dict[str, Field] = {

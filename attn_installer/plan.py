@@ -203,8 +203,8 @@ def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) 
         env.update(trims)
         if trimmed:
             units = sb.compile_units_trimmed
-        elif trims:
-            units = round(sb.compile_units * 230 / 290) if matrix.fa3_trims.no_sm80 in trims else units
+        elif matrix.fa3_trims.no_sm80 in trims and sb.compile_units_no_sm80:
+            units = sb.compile_units_no_sm80
         cuda_home = facts.toolkit.cuda_home or "/usr/local/cuda"
         env["FLASH_ATTENTION_OFFLINE_BUILD"] = "TRUE"
         steps.append(Step(("ln", "-sfn", cuda_home, posixpath.join(src, "third_party/nvidia/backend")),
