@@ -221,7 +221,9 @@ def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) 
     steps.append(Step((py, "-m", "pip", "install", "--no-input", "--no-deps", "--no-index",
                        "--find-links", wheels, c.backend.distribution), {},
                       "install the built wheel (cached for the next install with the same key)"))
-    return steps, units * max(1, len([a for a in archs if a.startswith("sm_")]) if sb.compile_units else 1)
+    # NVIDIA kernels are compiled once per arch; ROCm and Triton counts are already per build
+    per_arch = max(1, sum(a.startswith("sm_") for a in archs)) if sb.compile_units else 1
+    return steps, units * per_arch
 
 
 # --------------------------------------------------------------------------- ranking and config

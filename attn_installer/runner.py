@@ -179,10 +179,3 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
     except (ProcessLookupError, PermissionError, AttributeError):
         proc.kill()
 
-
-def _text(data: object) -> str:
-    if data is None:
-        return ""
-    if isinstance(data, bytes):
-        return data.decode("utf-8", "replace")
-    return str(data)

@@ -29,7 +29,6 @@ __all__ = [
 
 GIB = 1024**3
 COMMAND_TIMEOUT = 10.0
-_GFX = re.compile(r"gfx[0-9a-f]{3,4}")
 
 
 @dataclass(frozen=True)
