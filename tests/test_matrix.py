@@ -39,17 +39,27 @@ def broken(tmp_path):
     return d
 
 
-def test_every_bad_row_is_reported_with_file_and_line(broken):
-    text = (broken / "backends.toml").read_text()
-    text = text.replace('torch = ">=2.2"', 'torch = "newer than 2.2"', 1)
-    text = text.replace('packing = false', 'packing = "no"', 1)
-    text = text.replace('methods = ["builtin"]', 'methods = ["builtin", "conda"]', 1)
-    (broken / "backends.toml").write_text(text)
-    xf = (broken / "xformers.toml").read_text().replace("min_sm = 75", "min_smm = 75", 1)
-    (broken / "xformers.toml").write_text(xf)
+def edit(directory, name, *replacements):
+    """Apply (old, new) replacements, each once, to a copied matrix file."""
+    path = directory / name
+    text = path.read_text()
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path.write_text(text)
+
+
+def load_error(directory) -> str:
     with pytest.raises(MatrixError) as e:
-        load_matrix(broken)
-    msg = str(e.value)
+        load_matrix(directory)
+    return str(e.value)
+
+
+def test_every_bad_row_is_reported_with_file_and_line(broken):
+    edit(broken, "backends.toml", ('torch = ">=2.2"', 'torch = "newer than 2.2"'),
+         ("packing = false", 'packing = "no"'), ('methods = ["builtin"]', 'methods = ["builtin", "conda"]'))
+    edit(broken, "xformers.toml", ("min_sm = 75", "min_smm = 75"))
+    msg = load_error(broken)
     assert msg.startswith("5 problems in the matrix")
     lines = msg.splitlines()[1:]
     assert any("backends.toml:" in ln and "'flash_attention_2'" in ln and "field 'torch'" in ln for ln in lines)
@@ -63,13 +73,9 @@ def test_every_bad_row_is_reported_with_file_and_line(broken):
 
 
 def test_unknown_backend_in_ranking_and_missing_source_row(broken):
-    r = (broken / "ranking.toml").read_text().replace('"flash_attention_3", "sdpa"', '"flash_attention_9", "sdpa"', 1)
-    (broken / "ranking.toml").write_text(r)
-    s = (broken / "sources.toml").read_text().replace('backend = "sage"', 'backend = "sage_attention"', 1)
-    (broken / "sources.toml").write_text(s)
-    with pytest.raises(MatrixError) as e:
-        load_matrix(broken)
-    msg = str(e.value)
+    edit(broken, "ranking.toml", ('"flash_attention_3", "sdpa"', '"flash_attention_9", "sdpa"'))
+    edit(broken, "sources.toml", ('backend = "sage"', 'backend = "sage_attention"'))
+    msg = load_error(broken)
     assert "unknown backend 'flash_attention_9'" in msg
     assert "unknown backend 'sage_attention'" in msg
     assert "backend 'sage' lists method 'source' but sources.toml has no [[source]]" in msg
@@ -88,7 +94,5 @@ def test_missing_file(broken):
 
 
 def test_bad_arch_list(broken):
-    text = (broken / "backends.toml").read_text().replace('"sm_89", "sm_90", "sm_120"]', '"sm_89", "hopper"]', 1)
-    (broken / "backends.toml").write_text(text)
-    with pytest.raises(MatrixError, match=r"unknown arch 'hopper'"):
-        load_matrix(broken)
+    edit(broken, "backends.toml", ('"sm_89", "sm_90", "sm_120"]', '"sm_89", "hopper"]'))
+    assert "unknown arch 'hopper'" in load_error(broken)
