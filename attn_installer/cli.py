@@ -52,7 +52,7 @@ def _cache_dir() -> str:
 
 def _plan(facts: Any, workload: str, backend: Optional[str], allow_source: bool,
           head_dims: tuple[int, ...], dtypes: tuple[str, ...], target_archs: tuple[str, ...],
-          axolotl_version: Optional[str]) -> Any:
+          axolotl_version: Optional[str], **install: Any) -> Any:
     from attn_installer.matrix import load_matrix  # noqa: PLC0415
     from attn_installer.plan import make_plan  # noqa: PLC0415
     from attn_installer.resolve import Request  # noqa: PLC0415
@@ -71,7 +71,7 @@ def _plan(facts: Any, workload: str, backend: Optional[str], allow_source: bool,
             raise UsageError(f"--target-arch: '{arch}' is not an arch like sm_90 or gfx942")
     request = Request(workload=workload, backend=backend, allow_source=allow_source,
                       head_dims=head_dims, dtypes=dtypes, target_archs=target_archs,
-                      axolotl_version=axolotl_version, cache_dir=_cache_dir())
+                      axolotl_version=axolotl_version, cache_dir=_cache_dir(), **install)
     return make_plan(facts, load_matrix(_matrix_dir()), request)
 
 
@@ -102,23 +102,30 @@ def _plan_options(f: Any) -> Any:
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="attn-install")
-@click.option("--auto", is_flag=True, help="Probe, plan, and write the recommended axolotl config.")
+@click.option("--auto", is_flag=True,
+              help="Probe, plan, install the recommended backend, verify it, write the axolotl config.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before changing anything.")
+@click.option("--dry-run", is_flag=True, help="With --auto: print every step, change nothing.")
 @click.option("--debug", is_flag=True, envvar="ATTN_INSTALL_DEBUG", help="Show tracebacks.")
 @click.option("--python", "python", default=None, metavar="PATH",
               help="Target this interpreter's environment (default: the one running attn-install).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               default=DEFAULT_CONFIG, show_default=True, help="Where --auto writes the config.")
 @click.option("--workload", type=WORKLOAD, default="full", show_default=True)
+@click.option("--wheelhouse", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --auto: install only from this folder of wheels.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --auto: write a JSON report of facts, plan, steps, verification.")
 @click.pass_context
-def cli(ctx: click.Context, auto: bool, yes: bool, debug: bool, python: Optional[str],
-        output: Path, workload: str) -> None:
+def cli(ctx: click.Context, auto: bool, yes: bool, dry_run: bool, debug: bool, python: Optional[str],
+        output: Path, workload: str, wheelhouse: Optional[Path], report_file: Optional[Path]) -> None:
     """Install the attention backend that fits this machine, verified, without touching torch.
 
     \b
-    attn-install --auto          probe, plan, write the recommended axolotl config
-    attn-install probe [--json]  what this machine has
-    attn-install plan [--json]   which backends fit, why, and how each would be installed
+    attn-install --auto            probe, plan, install, verify, write the axolotl config
+    attn-install probe [--json]    what this machine has
+    attn-install plan [--json]     which backends fit, why, and how each would be installed
+    attn-install install [NAME]    install a backend (default: the recommended one), verified
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -127,18 +134,10 @@ def cli(ctx: click.Context, auto: bool, yes: bool, debug: bool, python: Optional
     if not auto:
         click.echo(ctx.get_help())
         return
-    facts = _probe(python)
-    from attn_installer.console import render_facts, render_plan  # noqa: PLC0415
-
-    click.echo(render_facts(facts))
-    click.echo("")
-    plan = _plan(facts, workload, None, False, (), (), (), None)
-    click.echo(render_plan(plan))
-    if plan.recommended is None:
-        raise NoViableBackendError("no backend can be recommended: " + "; ".join(plan.blockers or ["see above"]))
-    _write_config(plan, output)
-    click.echo(f"\nwrote {output}: attention config for {plan.recommended} "
-               "(installing backends lands with `attn-install install`; SDPA and flex need nothing)")
+    _install_flow((), python=python, workload=workload, yes=yes, dry_run=dry_run,
+                  wheelhouse=wheelhouse, offline=False, installer="pip", report_file=report_file,
+                  source_dir=None, verify=True, lock_wait=600.0, auto=True, output=output,
+                  allow_source=False, head_dims=(), dtypes=(), target_archs=(), axolotl_version=None)
 
 
 def _write_config(plan: Any, output: Path) -> None:
@@ -251,6 +250,237 @@ def verify(backends: tuple[str, ...], python: Optional[str], dtype: Optional[str
     failed = [r.backend for r in results if not r.ok]
     if failed:
         raise VerifyError(f"verification failed for {', '.join(failed)}")
+
+
+# --------------------------------------------------------------------------- install / download / build
+
+
+def _install_options(f: Any) -> Any:
+    opts = [
+        click.option("--dry-run", is_flag=True, help="Print every step (argv, env, downloads); change nothing."),
+        click.option("--python", "python", default=None, metavar="PATH",
+                     help="Install into this interpreter's environment (default: the one running attn-install)."),
+        click.option("--installer", type=click.Choice(["pip", "uv"]), default="pip", show_default=True,
+                     help="uv runs `uv pip install --python` with the same torch pins."),
+        click.option("--wheelhouse", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Install only from this folder of wheels (see `attn-install download`)."),
+        click.option("--offline", is_flag=True, help="Never touch the network (wheelhouse or cache only)."),
+        click.option("--yes", "-y", is_flag=True, help="Do not ask before changing the environment."),
+        click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Write a JSON report: facts, plan, steps with exit codes, verification, rollback."),
+        click.option("--source", "source_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Build from this checkout instead of cloning (air-gapped machines, forks)."),
+        click.option("--no-verify", is_flag=True, help="Skip the kernel check (not recommended)."),
+        click.option("--lock-wait", type=float, default=600.0, show_default=True, metavar="SECONDS",
+                     help="How long to wait for another attn-install working on the same environment."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _say(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _install_flow(names: tuple[str, ...], *, python: Optional[str], workload: str, yes: bool, dry_run: bool,
+                  wheelhouse: Optional[Path], offline: bool, installer: str, report_file: Optional[Path],
+                  source_dir: Optional[Path], verify: bool, lock_wait: float, auto: bool,
+                  output: Optional[Path], allow_source: bool, head_dims: tuple[int, ...],
+                  dtypes: tuple[str, ...], target_archs: tuple[str, ...], axolotl_version: Optional[str],
+                  build_only: bool = False, export: Optional[Path] = None) -> None:
+    import time  # noqa: PLC0415
+
+    from attn_installer.console import render_facts, render_plan  # noqa: PLC0415
+    from attn_installer.errors import InstallError  # noqa: PLC0415
+
+    if offline and wheelhouse is None:
+        wheelhouse = Path(_cache_dir()) / "wheelhouse"
+    if wheelhouse is not None and not dry_run and not build_only and not wheelhouse.is_dir():
+        raise UsageError(f"--wheelhouse: {wheelhouse} is not a directory")
+    if source_dir is not None and not source_dir.is_dir():
+        raise UsageError(f"--source: {source_dir} is not a directory")
+    if installer == "uv":
+        import shutil  # noqa: PLC0415
+
+        if shutil.which("uv") is None:
+            raise UsageError("--installer uv: uv is not on PATH (pip install uv, or use --installer pip)")
+    facts = _probe(python)
+    if auto or dry_run:
+        click.echo(render_facts(facts))
+        click.echo("")
+    install_kw = {"installer": installer, "wheelhouse": str(wheelhouse.resolve()) if wheelhouse else None,
+                  "source_dir": str(source_dir.resolve()) if source_dir else None,
+                  "python": python}
+    backend = names[0] if len(names) == 1 else None
+    p = _plan(facts, workload, backend, allow_source or bool(names), head_dims, dtypes, target_archs,
+              axolotl_version, **install_kw)
+    known = {b.name for b in p.backends}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"unknown backend {unknown[0]!r}: choose from " + ", ".join(sorted(known)))
+    if auto or dry_run:
+        click.echo(render_plan(p))
+        click.echo("")
+    chosen = names or ((p.recommended,) if p.recommended else ())
+    if not chosen:
+        raise NoViableBackendError("no backend can be recommended: "
+                                   + "; ".join(p.blockers or ["see `attn-install plan`"]))
+    plans = [p.backend(n) for n in chosen]
+    for bp in plans:
+        if not bp.viable:
+            raise NoViableBackendError(f"{bp.name} does not fit this machine: " + "; ".join(bp.reasons))
+    if dry_run:
+        from attn_installer.install import describe_steps  # noqa: PLC0415
+
+        for bp in plans:
+            click.echo(f"{bp.name} ({bp.method}): " + ("nothing to install" if not bp.steps else
+                                                       f"{len(bp.steps)} step(s)"))
+            for line in describe_steps(bp):
+                click.echo("  " + line)
+            if bp.wheel_cache:
+                click.echo(f"  a wheel already in {bp.wheel_cache} (same build key) skips fetch and build")
+        if auto and p.config:
+            click.echo(f"\nwould write {output}:")
+            from attn_installer.config import render_yaml  # noqa: PLC0415
+
+            click.echo(render_yaml(p.config, p.config_comments, []).rstrip())
+        click.echo("\ndry run: nothing was changed")
+        return
+    needs_change = [bp for bp in plans if bp.steps]
+    if needs_change and not yes and sys.stdin.isatty():
+        click.confirm("Install " + ", ".join(f"{bp.name} ({bp.method})" for bp in needs_change)
+                      + f" into {facts.python.executable}?", abort=True, err=True)
+    from attn_installer.install import Options, install_backend  # noqa: PLC0415
+    from attn_installer.matrix import load_matrix  # noqa: PLC0415
+    from attn_installer.runner import SubprocessRunner  # noqa: PLC0415
+
+    cache = Path(_cache_dir())
+    log_path = cache / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{'-'.join(chosen)}.log"
+    runner = SubprocessRunner(log_path)
+    hints = load_matrix(_matrix_dir()).hints
+    exe = python or facts.python.executable or sys.executable
+    outcomes = []
+    for bp in plans:
+        _say(f"{'building' if build_only else 'installing'} {bp.name} ({bp.method}) into {exe}")
+        opts = Options(python=exe, cache_dir=cache, verify=verify and not build_only,
+                       dtype=p.dtype or "bf16", lock_wait=lock_wait, wheelhouse=wheelhouse,
+                       offline=offline, estimate_minutes=bp.estimate_minutes, log_path=log_path,
+                       export_wheelhouse=export, build_only=build_only)
+        outcome = install_backend(bp, runner, hints, opts, _say)
+        outcomes.append(outcome)
+        if not outcome.ok:
+            break
+    config_written = None
+    ok = all(o.ok for o in outcomes) and len(outcomes) == len(plans)
+    if ok and auto and output is not None and p.recommended:
+        _write_config(p, output)
+        config_written = str(output)
+    if report_file is not None:
+        from attn_installer.config import write_atomic  # noqa: PLC0415
+
+        report = {"schema_version": 1, "ok": ok, "facts": facts.to_dict(), "plan": p.to_dict(),
+                  "results": [o.to_dict() for o in outcomes], "config": config_written, "log": str(log_path)}
+        write_atomic(report_file, json.dumps(report, indent=2) + "\n")
+    click.echo("")
+    for o in outcomes:
+        v = o.verify
+        verdict = f"verify {v.status}: {v.detail}" if v else ""
+        click.echo(f"{o.backend}: {'OK' if o.ok else 'FAILED'}: {o.state}" + (f" ({verdict})" if v and o.ok else ""))
+        if o.built_wheel:
+            click.echo(f"  wheel: {o.built_wheel}")
+    if config_written:
+        click.echo(f"config: {config_written} ({p.recommended}, {p.dtype or 'dtype unknown'})")
+    if report_file is not None:
+        click.echo(f"report: {report_file}")
+    if not ok:
+        bad = next(o for o in outcomes if not o.ok)
+        msg = f"{bad.message}\n  state: {bad.state}"
+        if bad.hint:
+            msg += f"\n  hint: {bad.hint}"
+        raise InstallError(msg)
+
+
+@cli.command()
+@click.argument("backends", nargs=-1)
+@_install_options
+@click.option("--auto", is_flag=True, help="Also write the recommended axolotl config (as `attn-install --auto`).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_CONFIG,
+              show_default=True, help="Where --auto writes the config.")
+@_plan_options
+def install(backends: tuple[str, ...], dry_run: bool, python: Optional[str], installer: str,
+            wheelhouse: Optional[Path], offline: bool, yes: bool, report_file: Optional[Path],
+            source_dir: Optional[Path], no_verify: bool, lock_wait: float, auto: bool, output: Path,
+            workload: str, backend: Optional[str], allow_source: bool, head_dims: tuple[int, ...],
+            dtypes: tuple[str, ...], target_archs: tuple[str, ...], axolotl_version: Optional[str]) -> None:
+    """Install BACKENDS (default: the recommended one), verify each, roll back on failure."""
+    names = backends or ((backend,) if backend else ())
+    _install_flow(names, python=python, workload=workload, yes=yes, dry_run=dry_run, wheelhouse=wheelhouse,
+                  offline=offline, installer=installer, report_file=report_file, source_dir=source_dir,
+                  verify=not no_verify, lock_wait=lock_wait, auto=auto, output=output if auto else None,
+                  allow_source=allow_source, head_dims=head_dims, dtypes=dtypes, target_archs=target_archs,
+                  axolotl_version=axolotl_version)
+
+
+@cli.command()
+@click.argument("backends", nargs=-1)
+@click.option("--wheelhouse", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Leave the built wheel (and its build key) here for other nodes.")
+@click.option("--python", "python", default=None, metavar="PATH")
+@click.option("--source", "source_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build from this checkout instead of cloning.")
+@click.option("--lock-wait", type=float, default=600.0, show_default=True, metavar="SECONDS")
+@click.option("--yes", "-y", is_flag=True)
+@click.option("--dry-run", is_flag=True)
+@_plan_options
+def build(backends: tuple[str, ...], wheelhouse: Path, python: Optional[str], source_dir: Optional[Path],
+          lock_wait: float, yes: bool, dry_run: bool, workload: str, backend: Optional[str],
+          allow_source: bool, head_dims: tuple[int, ...], dtypes: tuple[str, ...],
+          target_archs: tuple[str, ...], axolotl_version: Optional[str]) -> None:
+    """Build source backends into wheels in --wheelhouse (no install): build once, install everywhere."""
+    names = backends or ((backend,) if backend else ())
+    if not names:
+        raise UsageError("name the backend to build, e.g. `attn-install build flash_attention_3 --wheelhouse DIR`")
+    _install_flow(names, python=python, workload=workload, yes=True, dry_run=dry_run, wheelhouse=None,
+                  offline=False, installer="pip", report_file=None, source_dir=source_dir, verify=False,
+                  lock_wait=lock_wait, auto=False, output=None, allow_source=True, head_dims=head_dims,
+                  dtypes=dtypes, target_archs=target_archs, axolotl_version=axolotl_version,
+                  build_only=True, export=wheelhouse)
+
+
+@cli.command()
+@click.argument("backends", nargs=-1)
+@click.option("--facts", "facts_file", type=click.Path(path_type=Path), required=True,
+              help="The facts (`attn-install probe --json`) of the machine that will install.")
+@click.option("--wheelhouse", type=click.Path(file_okay=False, path_type=Path), required=True)
+@_plan_options
+def download(backends: tuple[str, ...], facts_file: Path, wheelhouse: Path, workload: str,
+             backend: Optional[str], allow_source: bool, head_dims: tuple[int, ...], dtypes: tuple[str, ...],
+             target_archs: tuple[str, ...], axolotl_version: Optional[str]) -> None:
+    """Fetch every wheel the plan for another (air-gapped) machine needs into --wheelhouse."""
+    from attn_installer.fetchplan import download_for_plan  # noqa: PLC0415
+    from attn_installer.runner import SubprocessRunner  # noqa: PLC0415
+
+    facts = _facts(facts_file, None)
+    names = backends or ((backend,) if backend else ())
+    p = _plan(facts, workload, names[0] if len(names) == 1 else None, allow_source, head_dims, dtypes,
+              target_archs, axolotl_version)
+    chosen = names or ((p.recommended,) if p.recommended else ())
+    if not chosen:
+        raise NoViableBackendError("nothing to download: " + "; ".join(p.blockers or ["no backend fits"]))
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    runner = SubprocessRunner(Path(_cache_dir()) / "logs" / "download.log")
+    from attn_installer.matrix import load_matrix  # noqa: PLC0415
+
+    for name in chosen:
+        bp = p.backend(name)
+        if not bp.viable:
+            raise NoViableBackendError(f"{name} does not fit that machine: " + "; ".join(bp.reasons))
+        got = download_for_plan(bp, facts, load_matrix(_matrix_dir()), wheelhouse, runner, _say)
+        for line in got:
+            click.echo(line)
+    click.echo(f"wheelhouse ready: {wheelhouse} (install there with "
+               f"`attn-install install --wheelhouse {wheelhouse} --auto`)")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

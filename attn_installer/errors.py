@@ -10,6 +10,9 @@ from typing import ClassVar
 
 __all__ = [
     "AttnInstallError",
+    "BusyError",
+    "InstallError",
+    "InterruptedError_",
     "FactsError",
     "MatrixError",
     "NoViableBackendError",
@@ -59,3 +62,21 @@ class VerifyError(AttnInstallError):
     """A backend failed its real kernel check."""
 
     exit_code = 7
+
+
+class InstallError(AttnInstallError):
+    """An install step failed (the environment was restored, or the message says its state)."""
+
+    exit_code = 8
+
+
+class BusyError(AttnInstallError):
+    """Another attn-install holds the lock of the target environment."""
+
+    exit_code = 9
+
+
+class InterruptedError_(AttnInstallError):
+    """Ctrl-C during an install; the message says what state the environment is in."""
+
+    exit_code = 130

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 MATRIX_FILES = ("backends.toml", "torch.toml", "flash_attn_wheels.toml", "xformers.toml",
-                "sources.toml", "axolotl.toml", "ranking.toml")
+                "sources.toml", "axolotl.toml", "ranking.toml", "hints.toml")
 METHODS = ("builtin", "installed", "wheel", "pypi", "source")
 WORKLOADS = ("full", "lora", "inference")
 _ARCH = re.compile(r"^sm_\d{2,3}$")
@@ -192,6 +192,14 @@ class RankRow:
 
 
 @dataclass(frozen=True)
+class Hint:
+    name: str
+    pattern: re.Pattern[str]
+    hint: str
+    source: str
+
+
+@dataclass(frozen=True)
 class Matrix:
     backends: tuple[Backend, ...]
     cuda_drivers: tuple[CudaDriver, ...]
@@ -207,6 +215,7 @@ class Matrix:
     legacy_flags: tuple[LegacyFlag, ...]
     ranking: tuple[RankRow, ...]
     directory: Path
+    hints: tuple[Hint, ...] = ()
 
     def backend(self, name: str) -> Backend:
         for b in self.backends:
@@ -265,6 +274,13 @@ def _str_map(v: Any) -> dict[str, str]:
     if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
         raise _Bad("expected a table of strings")
     return dict(v)
+
+
+def _regex(v: Any) -> re.Pattern[str]:
+    try:
+        return re.compile(_str(v), re.IGNORECASE)
+    except re.error as e:
+        raise _Bad(f"not a regular expression: {e}") from None
 
 
 def _spec(v: Any) -> SpecifierSet:
@@ -410,6 +426,10 @@ _ATTN_VALUES: dict[str, Field] = {
 _LEGACY: dict[str, Field] = {
     "attn_implementation": (_str, True, None), "flag": (_str, True, None),
     "axolotl": (_spec, True, None), "source": (_str, True, None),
+}
+_HINT: dict[str, Field] = {
+    "name": (_str, True, None), "pattern": (_regex, True, None), "hint": (_str, True, None),
+    "source": (_str, True, None),
 }
 _RANK: dict[str, Field] = {
     "vendor": (_one_of(("nvidia", "amd", "none")), True, None),
@@ -561,6 +581,7 @@ def _load_cached(directory: Path) -> Matrix:
         if unknown and known:
             errs.add(str(directory / "ranking.toml"), f"[[rank]] #{i + 1} names unknown backend {unknown[0]!r}")
         ranking.append(RankRow(**r))
+    hints = [Hint(**r) for r in rows("hints.toml", "hint", _HINT, "name")]
     for b in backends:
         if "source" in b.methods and not any(s.backend == b.name for s in sources):
             errs.add(str(directory / "backends.toml"),
@@ -575,7 +596,7 @@ def _load_cached(directory: Path) -> Matrix:
         flash_attn_url=fa_url, flash_attn_releases=tuple(fa), xformers_index_url=xf_url,
         xformers_releases=tuple(xf), sources=tuple(sources), build=BuildDefaults(**build),
         fa3_trims=Fa3Trims(**trims), attn_impl_values=tuple(attn_values),
-        legacy_flags=tuple(legacy), ranking=tuple(ranking), directory=directory,
+        legacy_flags=tuple(legacy), ranking=tuple(ranking), directory=directory, hints=tuple(hints),
     )
 
 

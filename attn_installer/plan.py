@@ -7,6 +7,8 @@ can only keep them (a conflict fails instead of replacing torch).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import posixpath
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from attn_installer.resolve import (
     resolve_backend,
 )
 
-__all__ = ["PINNED", "BackendPlan", "Plan", "Step", "make_plan", "torch_pins"]
+__all__ = ["PINNED", "BackendPlan", "Plan", "Step", "build_key", "make_plan", "torch_pins"]
 
 PINNED = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton-rocm")
 SCHEMA_VERSION = 1
@@ -38,11 +40,28 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
     description: str = ""
     kind: str = "command"
-    """command, download, build: how the runner treats it."""
+    """How the installer treats it: fetch / prepare / build (skipped on a wheel-cache hit),
+    download (fetch ``url`` to ``dest`` first), install, command."""
+    url: Optional[str] = None
+    dest: Optional[str] = None
+    sha256: Optional[str] = None
+    writes: dict[str, str] = field(default_factory=dict)
+    """Files (path -> content) the installer writes before the step, e.g. the torch constraints."""
+
+    @property
+    def is_install(self) -> bool:
+        """A pip / uv install into the target environment (previewed and checked for torch moves)."""
+        a = self.argv
+        return ("pip" in a[:4] and "install" in a[:5]) or a[:3] == ("uv", "pip", "install")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"argv": list(self.argv), "env": dict(self.env), "description": self.description,
-                "kind": self.kind}
+        d: dict[str, Any] = {"argv": list(self.argv), "env": dict(self.env),
+                             "description": self.description, "kind": self.kind}
+        if self.url:
+            d.update(url=self.url, dest=self.dest, sha256=self.sha256)
+        if self.writes:
+            d["writes"] = dict(self.writes)
+        return d
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,10 @@ class BackendPlan:
     packing: bool
     runtime_env: dict[str, str]
     download: Optional[dict[str, Optional[str]]] = None
+    wheel_cache: Optional[str] = None
+    """Source builds: the cache folder for this build key; a wheel there skips fetch + build."""
+    key: dict[str, Any] = field(default_factory=dict)
+    """Source builds: what the built wheel depends on (backend ref, torch, CUDA, ABI, Python, archs, env)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,7 +93,7 @@ class BackendPlan:
             "steps": [s.to_dict() for s in self.steps], "warnings": list(self.warnings),
             "estimate_minutes": self.estimate_minutes, "installed_version": self.installed_version,
             "distribution": self.distribution or None, "runtime_env": dict(self.runtime_env),
-            "download": self.download,
+            "download": self.download, "wheel_cache": self.wheel_cache, "build_key": self.key or None,
         }
 
 
@@ -115,27 +138,75 @@ def _python(facts: Facts, request: Request) -> str:
     return request.python or facts.python.executable or "python"
 
 
-def _pip(facts: Facts, request: Request, *args: str) -> tuple[str, ...]:
-    return (_python(facts, request), "-m", "pip", "install", "--no-input", *args, *torch_pins(facts))
+def constraints_file(facts: Facts, request: Request) -> tuple[str, str]:
+    """(path, content) of the constraints file that pins torch & co. to their installed versions."""
+    content = "".join(p + "\n" for p in torch_pins(facts))
+    digest = hashlib.sha256(content.encode()).hexdigest()[:12]
+    return posixpath.join(request.cache_dir.rstrip("/"), "constraints", f"pins-{digest}.txt"), content
+
+
+def _install_argv(facts: Facts, request: Request, *args: str, deps: bool = True) -> tuple[str, ...]:
+    """pip (or uv pip) install with torch & co. constrained to their installed versions, and the
+    wheelhouse as the only source when one is given."""
+    py = _python(facts, request)
+    if request.installer == "uv":
+        head: tuple[str, ...] = ("uv", "pip", "install", "--python", py)
+    else:
+        head = (py, "-m", "pip", "install", "--no-input", "--disable-pip-version-check")
+    extra: list[str] = []
+    if request.wheelhouse:
+        extra += ["--no-index", "--find-links", request.wheelhouse]
+        drop = {"--index-url", "--extra-index-url"}
+        kept: list[str] = []
+        skip = False
+        for a in args:
+            if skip:
+                skip = False
+                continue
+            if a in drop:
+                skip = True
+                continue
+            kept.append(a)
+        args = tuple(kept)
+    if not deps:
+        extra.append("--no-deps")
+    path, _ = constraints_file(facts, request)
+    pins = ("--constraint", path) if torch_pins(facts) else ()
+    return (*head, *extra, *pins, *args)
+
+
+def _install_step(facts: Facts, request: Request, description: str, *args: str, kind: str = "install",
+                  deps: bool = True, **kw: Any) -> Step:
+    path, content = constraints_file(facts, request)
+    writes = {path: content} if content else {}
+    return Step(_install_argv(facts, request, *args, deps=deps), {}, description, kind, writes=writes, **kw)
 
 
 def _steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) -> tuple[list[Step], int]:
     """Steps for a viable candidate, and the compile units a source build will run."""
     b = c.backend
     if c.method == "wheel" and c.wheel is not None:
-        return [Step(_pip(facts, request, c.wheel.url), {},
-                     f"install {c.wheel.filename} (flash-attn {c.wheel.release} release wheel; "
-                     "its existence is checked before download)", "download")], 0
+        w = c.wheel
+        if request.wheelhouse:
+            local = posixpath.join(request.wheelhouse, w.filename)
+            return [_install_step(facts, request, f"install {w.filename} from the wheelhouse", local,
+                                  dest=local, sha256=w.sha256)], 0
+        dest = posixpath.join(request.cache_dir.rstrip("/"), "downloads", w.filename)
+        return [_install_step(facts, request,
+                              f"download {w.filename} (flash-attn {w.release} release wheel; existence "
+                              "checked first, sha256 checked where known) and install it", dest,
+                              kind="download", url=w.url, dest=dest, sha256=w.sha256)], 0
     if c.method == "pypi" and c.xformers is not None:
         flavour = facts.torch.flavour if facts.torch else "cpu"
         index = matrix.xformers_index_url.format(flavour=flavour)
-        return [Step(_pip(facts, request, f"xformers=={c.xformers.version}", "--index-url", index), {},
-                     f"install xformers {c.xformers.version} from the {flavour} index "
-                     "with torch pinned")], 0
+        where = "the wheelhouse" if request.wheelhouse else f"the {flavour} index"
+        return [_install_step(facts, request, f"install xformers {c.xformers.version} from {where} "
+                              "with torch pinned", f"xformers=={c.xformers.version}", "--index-url", index)], 0
     if c.method == "pypi":
         extra = "[cu13]" if facts.torch and facts.torch.cuda and Version(facts.torch.cuda).major >= 13 else ""
-        return [Step(_pip(facts, request, "--pre", f"{b.distribution}{extra}"), {},
-                     f"install {b.distribution}{extra} from PyPI with torch pinned")], 0
+        where = "the wheelhouse" if request.wheelhouse else "PyPI"
+        return [_install_step(facts, request, f"install {b.distribution}{extra} from {where} with torch pinned",
+                              "--pre", f"{b.distribution}{extra}")], 0
     if c.method == "source" and c.source is not None:
         return _source_steps(c, facts, matrix, request)
     return [], 0
@@ -172,6 +243,23 @@ def fa3_trim_env(matrix: Matrix, request: Request, archs: tuple[str, ...]) -> tu
     return dict(sorted(env.items())), trimmed
 
 
+def build_key(c: Candidate, facts: Facts, archs: tuple[str, ...], env: dict[str, str]) -> dict[str, Any]:
+    """Everything a built wheel depends on; two builds with the same key give the same wheel."""
+    assert c.source is not None
+    t = facts.torch
+    relevant = {k: v for k, v in env.items() if k not in ("MAX_JOBS", "NVCC_THREADS")}
+    return {
+        "backend": c.backend.name, "repo": c.source.repo, "ref": c.source.ref,
+        "torch": t.version if t else None, "cuda": t.cuda if t else None, "hip": t.hip if t else None,
+        "cxx11abi": t.cxx11abi if t else None, "python": facts.python.cp_tag,
+        "machine": facts.host.machine, "archs": list(archs), "env": dict(sorted(relevant.items())),
+    }
+
+
+def _key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) -> tuple[list[Step], int]:
     sb = c.source
     assert sb is not None
@@ -179,17 +267,19 @@ def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) 
     archs = build_archs(facts, request, vendor)
     res = c.resources
     cache = request.cache_dir.rstrip("/")
-    tag = "-".join([sb.ref, *archs])
-    src = posixpath.join(cache, "src", f"{c.backend.name}-{sb.ref}")
-    wheels = posixpath.join(cache, "wheels", f"{c.backend.name}-{tag}")
     py = _python(facts, request)
-    steps = [Step(("git", "clone", "--depth", "1", "--branch", sb.ref, sb.repo, src), {},
-                  f"fetch {sb.repo} at the pinned {sb.ref}")]
-    if sb.submodules:
-        steps.append(Step(("git", "-C", src, "submodule", "update", "--init", "--depth", "1",
-                           *sb.submodules), {}, "fetch the submodules the build needs"))
+    steps: list[Step] = []
+    if request.source_dir:
+        src = request.source_dir
+    else:
+        src = posixpath.join(cache, "src", f"{c.backend.name}-{sb.ref}")
+        steps.append(Step(("git", "clone", "--depth", "1", "--branch", sb.ref, sb.repo, src), {},
+                          f"fetch {sb.repo} at the pinned {sb.ref}", "fetch"))
+        if sb.submodules:
+            steps.append(Step(("git", "-C", src, "submodule", "update", "--init", "--depth", "1",
+                               *sb.submodules), {}, "fetch the submodules the build needs", "fetch"))
     if facts.toolkit.ninja is None and sb.compile_units:
-        steps.append(Step(_pip(facts, request, "ninja"), {}, "install ninja (parallel compile)"))
+        steps.append(_install_step(facts, request, "install ninja (parallel compile)", "ninja", kind="prepare"))
     env: dict[str, str] = dict(sb.env)
     if res is not None and sb.compile_units:
         env["MAX_JOBS"] = str(res.max_jobs)
@@ -207,20 +297,25 @@ def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) 
             units = sb.compile_units_no_sm80
         cuda_home = facts.toolkit.cuda_home or "/usr/local/cuda"
         env["FLASH_ATTENTION_OFFLINE_BUILD"] = "TRUE"
+        steps.append(Step(("mkdir", "-p", posixpath.join(src, "third_party/nvidia")), {},
+                          "make room for hopper/setup.py's private toolchain path", "prepare"))
         steps.append(Step(("ln", "-sfn", cuda_home, posixpath.join(src, "third_party/nvidia/backend")),
                           {}, "point hopper/setup.py's private toolchain path at the local CUDA "
-                          "(it would otherwise download nvcc 12.6 from NVIDIA)"))
+                          "(it would otherwise download nvcc 12.6 from NVIDIA)", "prepare"))
         if facts.toolkit.nvcc and Version(facts.toolkit.nvcc).major >= 13:
             env["CPLUS_INCLUDE_PATH"] = posixpath.join(cuda_home, "include/cccl")
             env["NVCC_APPEND_FLAGS"] = "-I" + posixpath.join(cuda_home, "include/cccl")
     if facts.toolkit.cuda_home and vendor == "nvidia":
         env.setdefault("CUDA_HOME", facts.toolkit.cuda_home)
-    steps.append(Step((py, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--wheel-dir",
-                       wheels, build_dir), dict(sorted(env.items())),
+    env = dict(sorted(env.items()))
+    bkey = build_key(c, facts, archs, env)
+    wheels = posixpath.join(cache, "wheels", f"{c.backend.name}-{_key_digest(bkey)}")
+    steps.append(Step((py, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-input",
+                       "--disable-pip-version-check", "--wheel-dir", wheels, build_dir), env,
                       f"build a {c.backend.distribution} wheel for {', '.join(archs)}", "build"))
-    steps.append(Step((py, "-m", "pip", "install", "--no-input", "--no-deps", "--no-index",
-                       "--find-links", wheels, c.backend.distribution), {},
-                      "install the built wheel (cached for the next install with the same key)"))
+    steps.append(_install_step(facts, request, "install the built wheel (cached for the next install with "
+                               "the same build key)", c.backend.distribution,
+                               "--no-index", "--find-links", wheels, deps=False))
     # NVIDIA kernels are compiled once per arch; ROCm and Triton counts are already per build
     per_arch = max(1, sum(a.startswith("sm_") for a in archs)) if sb.compile_units else 1
     return steps, units * per_arch
@@ -331,7 +426,7 @@ def make_plan(facts: Facts, matrix: Matrix, request: Request) -> Plan:
             warnings=tuple(c.warnings), estimate_minutes=estimate_minutes(c, units) if c.viable else None,
             installed_version=c.installed_version, distribution=b.distribution,
             import_name=b.import_name, packing=b.packing, runtime_env=dict(b.runtime_env),
-            download=download)
+            download=download, wheel_cache=_wheel_cache(steps), key=_step_key(c, facts, request, steps))
     order = _order(facts, matrix)
     recommended: Optional[str] = None
     if request.backend is not None:
@@ -364,6 +459,21 @@ def make_plan(facts: Facts, matrix: Matrix, request: Request) -> Plan:
     return Plan(recommended=recommended, backends=tuple(ranked), config=config,
                 blockers=tuple(blockers), warnings=tuple(warnings), workload=request.workload,
                 config_comments=tuple(comments), runtime_env=runtime_env, dtype=dtype)
+
+
+def _wheel_cache(steps: list[Step]) -> Optional[str]:
+    build = next((s for s in steps if s.kind == "build"), None)
+    if build is None:
+        return None
+    return build.argv[build.argv.index("--wheel-dir") + 1]
+
+
+def _step_key(c: Candidate, facts: Facts, request: Request, steps: list[Step]) -> dict[str, Any]:
+    build = next((s for s in steps if s.kind == "build"), None)
+    if build is None or c.source is None:
+        return {}
+    vendor = "amd" if c.backend.vendor == "amd" else "nvidia"
+    return build_key(c, facts, build_archs(facts, request, vendor), dict(build.env))
 
 
 def _minutes(m: Optional[float]) -> str:

@@ -45,6 +45,12 @@ class Request:
     cache_dir: str = "~/.cache/attn-install"
     python: Optional[str] = None
     """The interpreter steps run with; facts.python.executable when None."""
+    installer: str = "pip"
+    """pip or uv (``uv pip install --python``)."""
+    wheelhouse: Optional[str] = None
+    """Install only from this folder of wheels (--wheelhouse / --offline)."""
+    source_dir: Optional[str] = None
+    """A checkout the user already has (--source); no git clone."""
 
 
 @dataclass(frozen=True)

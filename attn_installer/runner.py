@@ -50,6 +50,8 @@ class Runner(Protocol):
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[Path] = None,
         on_line: Optional[Callable[[str], None]] = None,
+        on_idle: Optional[Callable[[float], None]] = None,
+        idle_seconds: float = 600.0,
     ) -> Completed: ...
 
 
@@ -79,7 +81,11 @@ class SubprocessRunner:
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[Path] = None,
         on_line: Optional[Callable[[str], None]] = None,
+        on_idle: Optional[Callable[[float], None]] = None,
+        idle_seconds: float = 600.0,
     ) -> Completed:
+        """Run argv; with ``on_line`` stream merged output line by line, and call ``on_idle`` each
+        time ``idle_seconds`` pass without output. Ctrl-C kills the command's process group."""
         args = tuple(argv)
         path = (env or os.environ).get("PATH")
         exe = args[0] if os.sep in args[0] else shutil.which(args[0], path=path)
@@ -87,9 +93,12 @@ class SubprocessRunner:
         if exe is None or not os.path.exists(exe):
             done = Completed(args, NOT_FOUND, "", f"{args[0]}: command not found\n", 0.0,
                              not_found=True)
-            self._record(done, env)
+            self._log(f"+ {format_argv(args)}\n")
+            self._record(done, streamed=False)
             return done
         full_env = dict(env) if env is not None else None
+        self._log(f"+ {format_argv(args)}\n" + "".join(
+            f"  env {k}={v}\n" for k, v in (env or {}).items() if os.environ.get(k) != v))
         if on_line is None:
             try:
                 proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
@@ -103,6 +112,11 @@ class SubprocessRunner:
             else:
                 try:
                     out, err = proc.communicate(timeout=timeout)
+                except KeyboardInterrupt:
+                    _kill_group(proc)
+                    proc.wait()
+                    self._log("  [interrupted]\n")
+                    raise
                 except subprocess.TimeoutExpired:
                     _kill_group(proc)
                     out, err = proc.communicate()
@@ -111,8 +125,8 @@ class SubprocessRunner:
                 else:
                     done = Completed(args, proc.returncode, out, err, time.monotonic() - start)
         else:
-            done = self._stream(args, exe, timeout, full_env, cwd, on_line, start)
-        self._record(done, env)
+            done = self._stream(args, exe, timeout, full_env, cwd, on_line, start, on_idle, idle_seconds)
+        self._record(done, streamed=on_line is not None)
         return done
 
     def _stream(
@@ -124,6 +138,8 @@ class SubprocessRunner:
         cwd: Optional[Path],
         on_line: Callable[[str], None],
         start: float,
+        on_idle: Optional[Callable[[float], None]] = None,
+        idle_seconds: float = 600.0,
     ) -> Completed:
         """Run with merged stdout/stderr delivered line by line (long installs and builds)."""
         import selectors
@@ -139,35 +155,46 @@ class SubprocessRunner:
         sel.register(proc.stdout, selectors.EVENT_READ)
         timed_out = False
         stream: IO[str] = proc.stdout
-        while True:
-            remaining = timeout - (time.monotonic() - start)
-            if remaining <= 0:
-                timed_out = True
-                _kill_group(proc)
-                break
-            if not sel.select(timeout=min(remaining, 1.0)):
-                if proc.poll() is not None:
+        last_output = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                remaining = timeout - (now - start)
+                if remaining <= 0:
+                    timed_out = True
+                    _kill_group(proc)
                     break
-                continue
-            line = stream.readline()
-            if not line:
-                break
-            lines.append(line)
-            on_line(line.rstrip("\n"))
+                if not sel.select(timeout=min(remaining, 1.0)):
+                    if proc.poll() is not None:
+                        break
+                    if on_idle is not None and time.monotonic() - last_output >= idle_seconds:
+                        on_idle(time.monotonic() - last_output)
+                        last_output = time.monotonic()  # report again after another idle period
+                    continue
+                line = stream.readline()
+                if not line:
+                    break
+                last_output = time.monotonic()
+                lines.append(line)
+                self._log("  | " + line)
+                on_line(line.rstrip("\n"))
+        except KeyboardInterrupt:
+            _kill_group(proc)
+            proc.wait()
+            self._log("  [interrupted]\n")
+            raise
         rc = proc.wait()
         sel.close()
         stream.close()
         return Completed(args, TIMED_OUT if timed_out else rc, "".join(lines), "",
                          time.monotonic() - start, timed_out=timed_out)
 
-    def _record(self, done: Completed, env: Optional[Mapping[str, str]]) -> None:
+    def _record(self, done: Completed, streamed: bool) -> None:
         if self.log_path is None:
             return
         status = "timed out" if done.timed_out else f"exit {done.returncode}"
-        self._log(
-            f"+ {format_argv(done.argv)}\n  [{status}, {done.seconds:.2f}s]\n"
-            + "".join(f"  | {line}\n" for line in done.output.splitlines())
-        )
+        body = "" if streamed else "".join(f"  | {line}\n" for line in done.output.splitlines())
+        self._log(body + f"  [{status}, {done.seconds:.2f}s]\n")
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

@@ -35,8 +35,22 @@ try:
     import torch
 except Exception as e:
     done("failed", f"import torch failed: {e}")
+IMPORTS = {"xformers": "xformers.ops", "flash_attention_2": "flash_attn", "flash_attention_2_rocm": "flash_attn",
+           "flash_attention_2_rocm_triton": "flash_attn", "flash_attention_3": "flash_attn_interface",
+           "flash_attention_4": "flash_attn.cute", "sage": "sageattention"}
+if name in IMPORTS:
+    import importlib
+    try:
+        with warnings.catch_warnings(record=True) as caught_import:
+            warnings.simplefilter("always")
+            importlib.import_module(IMPORTS[name])
+    except Exception as e:
+        done("failed", f"import {IMPORTS[name]} failed: " + f"{type(e).__name__}: {e}".splitlines()[0][:300])
+    bad = [str(w.message) for w in caught_import if "C++/CUDA extensions" in str(w.message)]
+    if bad:
+        done("failed", "extension not loaded: " + bad[0][:200])
 if not torch.cuda.is_available():
-    done("skipped", "no GPU")
+    done("skipped", "no GPU" + (f" (import {IMPORTS[name]} ok)" if name in IMPORTS else ""))
 out["torch"] = torch.__version__
 out["gpu"] = torch.cuda.get_device_name(0)
 dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
@@ -116,6 +130,9 @@ try:
             ok, res = check(lambda a, b, c: flash_attn_func(a, b, c, causal=True), layout="bshd")
         elif name == "flash_attention_3":
             from flash_attn_interface import flash_attn_func
+            ok, res = check(lambda a, b, c: flash_attn_func(a, b, c, causal=True), layout="bshd")
+        elif name == "flash_attention_4":
+            from flash_attn.cute import flash_attn_func
             ok, res = check(lambda a, b, c: flash_attn_func(a, b, c, causal=True), layout="bshd")
         elif name == "sage":
             from sageattention import sageattn

@@ -53,7 +53,7 @@ class FakeRunner:
         self.answers = answers or {}
         self.calls: list[tuple[str, ...]] = []
 
-    def run(self, argv, *, timeout, env=None, cwd=None, on_line=None):
+    def run(self, argv, *, timeout, env=None, cwd=None, on_line=None, on_idle=None, idle_seconds=600.0):
         argv = tuple(argv)
         self.calls.append(argv)
         for prefix, (rc, out) in self.answers.items():

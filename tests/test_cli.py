@@ -141,11 +141,12 @@ def test_bad_matrix_dir_is_reported(colab_t4, tmp_path):
     assert r.returncode == 4 and "cannot read" in r.stderr
 
 
-def test_auto_writes_config(colab_t4, tmp_path):
-    r = cli(colab_t4, "--auto", "--output", str(tmp_path / "cfg.yaml"), cwd=tmp_path)
+def test_auto_dry_run_shows_steps_and_config(colab_t4, tmp_path):
+    r = cli(colab_t4, "--auto", "--dry-run", "--output", str(tmp_path / "cfg.yaml"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    text = (tmp_path / "cfg.yaml").read_text()
-    assert "attn_implementation: xformers" in text and "fp16: true" in text and "bf16: false" in text
+    assert "xformers==0.0.32.post2" in r.stdout and "https://download.pytorch.org/whl/cu126" in r.stdout
+    assert "attn_implementation: xformers" in r.stdout and "fp16: true" in r.stdout
+    assert not (tmp_path / "cfg.yaml").exists()  # real --auto runs are in test_install.py
 
 
 def test_no_gpu_no_torch_probe_still_succeeds(tmp_path, allow_subprocess):
