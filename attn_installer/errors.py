@@ -10,6 +10,7 @@ from typing import ClassVar
 
 __all__ = [
     "AttnInstallError",
+    "ConfigError",
     "FactsError",
     "MatrixError",
     "NoViableBackendError",
@@ -59,3 +60,9 @@ class VerifyError(AttnInstallError):
     """A backend failed its real kernel check."""
 
     exit_code = 7
+
+
+class ConfigError(AttnInstallError):
+    """An existing axolotl config (``config --merge``) cannot be read, parsed or merged."""
+
+    exit_code = 8
