@@ -119,6 +119,7 @@ def cli(ctx: click.Context, auto: bool, yes: bool, debug: bool, python: Optional
     attn-install --auto          probe, plan, write the recommended axolotl config
     attn-install probe [--json]  what this machine has
     attn-install plan [--json]   which backends fit, why, and how each would be installed
+    attn-install colab           a ready Colab cell
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -237,6 +238,26 @@ def _merge_config(plan: Any, path: Path) -> None:
     if plan.runtime_env:
         click.echo("the backend needs at run time: "
                    + " ".join(f"{k}={v}" for k, v in plan.runtime_env.items()))
+
+
+@cli.command()
+@click.option("--notebook", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE.ipynb", help="Write a one-cell notebook (nbformat v4) instead of printing.")
+@click.option("--spec", default=None, metavar="SPEC",
+              help="What the cell pip-installs when attn-install is missing (default: attn-install; "
+                   "a git+https:// URL or a wheel path work too).")
+def colab(notebook: Optional[Path], spec: Optional[str]) -> None:
+    """Print a Colab cell that installs attn-install into the notebook's Python and runs --auto --yes."""
+    from attn_installer.colab import DEFAULT_SPEC, colab_cell, notebook_json  # noqa: PLC0415
+
+    cell = colab_cell(spec or DEFAULT_SPEC)
+    if notebook is None:
+        click.echo(cell, nl=False)
+        return
+    from attn_installer.config import write_atomic  # noqa: PLC0415
+
+    write_atomic(notebook, notebook_json(cell))
+    click.echo(f"wrote {notebook}: one cell; open it in Colab (File > Upload notebook) and run it")
 
 
 @cli.command()
