@@ -121,3 +121,7 @@ esac
     assert out.startswith("attn-install, version ") and "is already installed\n" in out
     assert "Tesla T4" in out and "recommended: " in out
     assert out.endswith((work / "attn-install-config.yaml").read_text())
+
+
+def test_readme_shows_the_cell_as_printed():
+    assert f"```python\n{colab_cell()}```\n" in (REPO / "README.md").read_text()
