@@ -7,88 +7,151 @@
 #   bash install.sh --dry-run  print what would be done, change nothing
 #   curl -fsSL <raw url of install.sh> | bash -s -- --system
 #
+# Run again, it changes nothing: .venv is kept, and pip runs only when attn-install is missing or
+# pyproject.toml changed (venv) / the installed version differs from the checkout's (--system).
+# Piped (no checkout around the script) only --system works; it installs ATTN_INSTALL_SPEC.
+#
 # Environment: PYTHON (interpreter to use, default python3), ATTN_INSTALL_SPEC (what pip installs
-# when the script runs outside a checkout, default "attn-install").
+# when the script runs outside a checkout, default "attn-install"; a git+https:// URL works too).
 set -euo pipefail
 
-MODE=auto
-DRY_RUN=0
-for arg in "$@"; do
-  case "$arg" in
-    --test) MODE="test" ;;
-    --system) MODE=system ;;
-    --dry-run) DRY_RUN=1 ;;
-    -h|--help)
-      sed -n '2,12p' "${BASH_SOURCE[0]:-install.sh}" 2>/dev/null | sed 's/^# \{0,1\}//' ||
-        echo "usage: install.sh [--test|--system] [--dry-run]"
-      exit 0 ;;
-    *) echo "install.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
-  esac
-done
+usage() {
+  echo "usage: install.sh [--test|--system] [--dry-run]"
+}
 
-PYTHON=${PYTHON:-python3}
-HERE=""
-if [ -n "${BASH_SOURCE[0]:-}" ] && [ -f "${BASH_SOURCE[0]}" ]; then
-  HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-fi
-if [ -n "$HERE" ] && [ -f "$HERE/pyproject.toml" ]; then
-  SPEC="$HERE"
-else
-  SPEC=${ATTN_INSTALL_SPEC:-attn-install}
-fi
+# Everything runs from main, called on the last line: piped into bash, the whole script has been
+# read before anything runs, so no command can swallow the rest of it from stdin.
+main() {
+  local mode=auto dry_run=0 arg
+  for arg in "$@"; do
+    case "$arg" in
+      --test) mode="test" ;;
+      --system) mode="system" ;;
+      --dry-run) dry_run=1 ;;
+      -h|--help)
+        if [ -n "${BASH_SOURCE[0]:-}" ] && [ -f "${BASH_SOURCE[0]}" ]; then
+          sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        else
+          usage
+        fi
+        return 0 ;;
+      *) echo "install.sh: unknown option '$arg'" >&2; usage >&2; return 2 ;;
+    esac
+  done
+  DRY_RUN=$dry_run
+
+  # 1. an interpreter that is new enough, before anything else
+  local python=${PYTHON:-python3}
+  if ! command -v "$python" >/dev/null 2>&1; then
+    echo "install.sh: '$python' not found: install Python >= 3.9 or set PYTHON=/path/to/python" >&2
+    return 1
+  fi
+  if ! "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)'; then
+    echo "install.sh: $("$python" -V 2>&1) ($(command -v "$python")) is too old: attn-install needs" \
+      "Python >= 3.9; set PYTHON=/path/to/python3.9+" >&2
+    return 1
+  fi
+
+  # 2. where attn-install comes from: this checkout, or (piped, or a lone copy) ATTN_INSTALL_SPEC
+  local here=""
+  if [ -n "${BASH_SOURCE[0]:-}" ] && [ -f "${BASH_SOURCE[0]}" ]; then
+    here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+    [ -f "$here/pyproject.toml" ] || here=""
+  fi
+
+  case "$mode" in
+    system) install_system "$python" "$here" ;;
+    auto|test) install_venv "$python" "$here" "$mode" ;;
+  esac
+}
 
 run() {
   echo "+ $*"
   if [ "$DRY_RUN" = 0 ]; then "$@"; fi
 }
 
-if ! command -v "$PYTHON" >/dev/null 2>&1; then
-  echo "install.sh: '$PYTHON' not found: install Python >= 3.9 or set PYTHON=/path/to/python" >&2
-  exit 1
-fi
-if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)'; then
-  echo "install.sh: $("$PYTHON" -V 2>&1) is too old: attn-install needs Python >= 3.9" >&2
-  exit 1
-fi
-if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
-  echo "install.sh: pip is missing for $PYTHON: install it (e.g. apt-get install python3-pip python3-venv)" >&2
-  exit 1
-fi
+need_pip() {
+  if ! "$1" -m pip --version >/dev/null 2>&1; then
+    echo "install.sh: pip is missing for $1 ($("$1" -V 2>&1)): install it" \
+      "(apt-get install python3-pip, or $1 -m ensurepip --upgrade)" >&2
+    return 1
+  fi
+}
 
-case "$MODE" in
-  system)
-    # Colab / containers: the user's torch lives in this Python; never create a venv around it.
-    if "$PYTHON" -m attn_installer --version >/dev/null 2>&1 && [ "$SPEC" != "$HERE" ]; then
-      echo "attn-install already installed for $PYTHON"
-    else
-      run "$PYTHON" -m pip install --quiet --disable-pip-version-check "$SPEC"
+# The version pyproject.toml of a checkout declares ("" when it cannot be read).
+checkout_version() {
+  sed -n 's/^version = "\(.*\)"$/\1/p' "$1/pyproject.toml" | head -n 1
+}
+
+# The installed attn-install's version for an interpreter ("" when it is not installed).
+installed_version() {
+  "$1" -m attn_installer --version 2>/dev/null | sed -n 's/.*version \(.*\)$/\1/p' || true
+}
+
+install_system() {
+  local python=$1 here=$2 spec have
+  # Colab / containers: the user's torch lives in this Python; never create a venv around it.
+  need_pip "$python"
+  have=$(installed_version "$python")
+  if [ -n "$here" ]; then
+    spec=$here
+    if [ -n "$have" ] && [ "$have" = "$(checkout_version "$here")" ]; then
+      echo "attn-install $have already installed for $python (same version as $here)"
+      spec=""
     fi
-    run "$PYTHON" -m attn_installer --auto --yes
-    ;;
-  auto|test)
-    if [ -z "$HERE" ]; then
-      echo "install.sh: $MODE mode needs a checkout; outside one use --system" >&2
-      exit 2
+  else
+    spec=${ATTN_INSTALL_SPEC:-attn-install}
+    if [ -n "$have" ]; then
+      echo "attn-install $have already installed for $python"
+      spec=""
     fi
-    VENV="$HERE/.venv"
-    if [ ! -x "$VENV/bin/python" ]; then
-      if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-        echo "install.sh: the venv module is missing (apt-get install python3-venv)" >&2
-        exit 1
-      fi
-      run "$PYTHON" -m venv "$VENV"
+  fi
+  if [ -n "$spec" ]; then
+    run "$python" -m pip install --quiet --disable-pip-version-check "$spec"
+  fi
+  run "$python" -m attn_installer --auto --yes
+}
+
+install_venv() {
+  local python=$1 here=$2 mode=$3 venv vpy target stamp want
+  if [ -z "$here" ]; then
+    echo "install.sh: $mode mode needs a checkout (pyproject.toml beside install.sh);" \
+      "piped or on its own, use --system" >&2
+    return 2
+  fi
+  venv="$here/.venv"
+  vpy="$venv/bin/python"
+  if [ -x "$vpy" ]; then
+    echo "using $venv"
+  else
+    if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+      echo "install.sh: $("$python" -V 2>&1) has no venv/ensurepip (the pip of a venv):" \
+        "apt-get install python3-venv, or use --system" >&2
+      return 1
     fi
-    VPY="$VENV/bin/python"
-    if [ "$MODE" = test ]; then
-      run "$VPY" -m pip install --quiet --disable-pip-version-check -e "${HERE}[test]"
-      cd "$HERE"
-      run "$VPY" -m ruff check attn_installer tests benchmarks
-      run "$VPY" -m mypy
-      run "$VENV/bin/shellcheck" install.sh .ci/run
-      run "$VPY" -m pytest -q tests
-    else
-      run "$VPY" -m pip install --quiet --disable-pip-version-check -e "$HERE"
-      run "$VPY" -m attn_installer --auto
-    fi
-    ;;
-esac
+    run "$python" -m venv "$venv"
+  fi
+  target=$here
+  [ "$mode" = test ] && target="${here}[test]"
+  # reinstall only when the extras or pyproject.toml changed since the last install
+  stamp="$venv/.attn-install-stamp"
+  want="$target $("$python" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' \
+    "$here/pyproject.toml")"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -n "$(installed_version "$vpy")" ]; then
+    echo "attn-install $(installed_version "$vpy") already installed in $venv (pyproject.toml unchanged)"
+  else
+    run "$vpy" -m pip install --quiet --disable-pip-version-check -e "$target"
+    if [ "$DRY_RUN" = 0 ]; then echo "$want" > "$stamp"; fi
+  fi
+  if [ "$mode" = test ]; then
+    cd "$here"
+    run "$vpy" -m ruff check attn_installer tests benchmarks
+    run "$vpy" -m mypy
+    run "$venv/bin/shellcheck" install.sh .ci/run
+    run "$vpy" -m pytest -q tests
+  else
+    run "$vpy" -m attn_installer --auto
+  fi
+}
+
+main "$@"

@@ -126,6 +126,7 @@ def cli(ctx: click.Context, auto: bool, yes: bool, dry_run: bool, debug: bool, p
     attn-install probe [--json]    what this machine has
     attn-install plan [--json]     which backends fit, why, and how each would be installed
     attn-install install [NAME]    install a backend (default: the recommended one), verified
+    attn-install colab             a ready Colab cell
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -196,18 +197,66 @@ def plan(facts_file: Optional[Path], as_json: bool, python: Optional[str], verbo
 @click.option("--facts", "facts_file", type=click.Path(path_type=Path), default=None)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               default=DEFAULT_CONFIG, show_default=True)
+@click.option("--merge", "merge", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="EXISTING.yaml",
+              help="Update this axolotl config in place (backup FILE.bak, diff printed) instead of -o.")
 @click.option("--python", "python", default=None, metavar="PATH")
 @_plan_options
-def config(facts_file: Optional[Path], output: Path, python: Optional[str], workload: str,
-           backend: Optional[str], allow_source: bool, head_dims: tuple[int, ...],
-           dtypes: tuple[str, ...], target_archs: tuple[str, ...], axolotl_version: Optional[str]) -> None:
-    """Write the recommended axolotl attention keys to a YAML file."""
+@click.pass_context
+def config(ctx: click.Context, facts_file: Optional[Path], output: Path, merge: Optional[Path],
+           python: Optional[str], workload: str, backend: Optional[str], allow_source: bool,
+           head_dims: tuple[int, ...], dtypes: tuple[str, ...], target_archs: tuple[str, ...],
+           axolotl_version: Optional[str]) -> None:
+    """Write the recommended axolotl attention keys to a YAML file, or merge them into one."""
+    if merge is not None and ctx.get_parameter_source("output") != click.core.ParameterSource.DEFAULT:
+        raise UsageError("--merge updates its file in place; drop --output")
     facts = _facts(facts_file, python)
     p = _plan(facts, workload, backend, allow_source, head_dims, dtypes, target_archs, axolotl_version)
     if p.recommended is None:
         raise NoViableBackendError("no backend fits: " + "; ".join(p.blockers or ["see `attn-install plan`"]))
+    if merge is not None:
+        _merge_config(p, merge)
+        return
     _write_config(p, output)
     click.echo(f"wrote {output} ({p.recommended})")
+
+
+def _merge_config(plan: Any, path: Path) -> None:
+    from attn_installer.config import conflicting_keys, merge_file  # noqa: PLC0415
+    from attn_installer.matrix import load_matrix  # noqa: PLC0415
+
+    remove = conflicting_keys(plan.config, load_matrix(_matrix_dir()).attention_keys)
+    out = merge_file(path, plan.config, remove, plan.config_comments)
+    if out.backup is None:
+        click.echo(f"{path} already holds the recommended keys for {plan.recommended}: nothing changed")
+        return
+    click.echo(out.diff, nl=False)
+    done = [f"set {', '.join(out.result.changed)}"] if out.result.changed else []
+    done += [f"removed {', '.join(out.result.removed)}"] if out.result.removed else []
+    click.echo(f"updated {path} for {plan.recommended} ({'; '.join(done)}); the original is in {out.backup}")
+    if plan.runtime_env:
+        click.echo("the backend needs at run time: "
+                   + " ".join(f"{k}={v}" for k, v in plan.runtime_env.items()))
+
+
+@cli.command()
+@click.option("--notebook", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE.ipynb", help="Write a one-cell notebook (nbformat v4) instead of printing.")
+@click.option("--spec", default=None, metavar="SPEC",
+              help="What the cell pip-installs when attn-install is missing (default: attn-install; "
+                   "a git+https:// URL or a wheel path work too).")
+def colab(notebook: Optional[Path], spec: Optional[str]) -> None:
+    """Print a Colab cell that installs attn-install into the notebook's Python and runs --auto --yes."""
+    from attn_installer.colab import DEFAULT_SPEC, colab_cell, notebook_json  # noqa: PLC0415
+
+    cell = colab_cell(spec or DEFAULT_SPEC)
+    if notebook is None:
+        click.echo(cell, nl=False)
+        return
+    from attn_installer.config import write_atomic  # noqa: PLC0415
+
+    write_atomic(notebook, notebook_json(cell))
+    click.echo(f"wrote {notebook}: one cell; open it in Colab (File > Upload notebook) and run it")
 
 
 @cli.command()

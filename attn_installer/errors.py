@@ -11,6 +11,7 @@ from typing import ClassVar
 __all__ = [
     "AttnInstallError",
     "BusyError",
+    "ConfigError",
     "InstallError",
     "InterruptedError_",
     "FactsError",
@@ -80,3 +81,9 @@ class InterruptedError_(AttnInstallError):
     """Ctrl-C during an install; the message says what state the environment is in."""
 
     exit_code = 130
+
+
+class ConfigError(AttnInstallError):
+    """An existing axolotl config (``config --merge``) cannot be read, parsed or merged."""
+
+    exit_code = 10

@@ -184,6 +184,15 @@ class LegacyFlag:
 
 
 @dataclass(frozen=True)
+class RetiredFlag:
+    """An attention switch that selects no backend of its own; a config merge deletes it."""
+
+    flag: str
+    axolotl: SpecifierSet
+    source: str
+
+
+@dataclass(frozen=True)
 class RankRow:
     vendor: str
     nvidia_sm: ArchSpec
@@ -213,6 +222,7 @@ class Matrix:
     fa3_trims: Fa3Trims
     attn_impl_values: tuple[AttnImplValues, ...]
     legacy_flags: tuple[LegacyFlag, ...]
+    retired_flags: tuple[RetiredFlag, ...]
     ranking: tuple[RankRow, ...]
     directory: Path
     hints: tuple[Hint, ...] = ()
@@ -229,6 +239,12 @@ class Matrix:
     @property
     def backend_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.backends)
+
+    @property
+    def attention_keys(self) -> tuple[str, ...]:
+        """Every axolotl key that selects attention: attn_implementation and each boolean."""
+        flags = [f.flag for f in self.legacy_flags] + [f.flag for f in self.retired_flags]
+        return ("attn_implementation", *dict.fromkeys(flags))
 
 
 # --------------------------------------------------------------------------- field checkers
@@ -431,6 +447,9 @@ _HINT: dict[str, Field] = {
     "name": (_str, True, None), "pattern": (_regex, True, None), "hint": (_str, True, None),
     "source": (_str, True, None),
 }
+_RETIRED: dict[str, Field] = {
+    "flag": (_str, True, None), "axolotl": (_spec, True, None), "source": (_str, True, None),
+}
 _RANK: dict[str, Field] = {
     "vendor": (_one_of(("nvidia", "amd", "none")), True, None),
     "nvidia_sm": (_arch_spec, True, None), "order": (_strs, True, None), "source": (_str, True, None),
@@ -575,6 +594,7 @@ def _load_cached(directory: Path) -> Matrix:
     trims = single("sources.toml", "fa3_trims", _TRIMS)
     attn_values = [AttnImplValues(**r) for r in rows("axolotl.toml", "attn_implementation", _ATTN_VALUES)]
     legacy = [LegacyFlag(**r) for r in rows("axolotl.toml", "legacy_flag", _LEGACY, "flag")]
+    retired = [RetiredFlag(**r) for r in rows("axolotl.toml", "retired_flag", _RETIRED, "flag")]
     ranking = []
     for i, r in enumerate(rows("ranking.toml", "rank", _RANK)):
         unknown = [n for n in r["order"] if n not in known]
@@ -596,7 +616,8 @@ def _load_cached(directory: Path) -> Matrix:
         flash_attn_url=fa_url, flash_attn_releases=tuple(fa), xformers_index_url=xf_url,
         xformers_releases=tuple(xf), sources=tuple(sources), build=BuildDefaults(**build),
         fa3_trims=Fa3Trims(**trims), attn_impl_values=tuple(attn_values),
-        legacy_flags=tuple(legacy), ranking=tuple(ranking), directory=directory, hints=tuple(hints),
+        legacy_flags=tuple(legacy), retired_flags=tuple(retired), ranking=tuple(ranking), directory=directory,
+        hints=tuple(hints),
     )
 
 

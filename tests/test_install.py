@@ -251,6 +251,59 @@ def test_colab_auto_end_to_end(world):
     assert freeze(world) == once
 
 
+@pytest.fixture(scope="session")
+def deps_house(tmp_path_factory):
+    """attn-install's own dependencies as wheels, repacked from this environment (no network)."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    from attn_installer.envstate import repack
+    from attn_installer.runner import SubprocessRunner
+
+    house = tmp_path_factory.mktemp("deps")
+    todo, seen = ["attn-install"], set()
+    while todo:
+        name = todo.pop()
+        key = name.lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        for raw in md.requires(name) or ():
+            req = Requirement(raw)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+        if key != "attn-install":
+            repack(SubprocessRunner(), sys.executable, name, house)
+    return house
+
+
+def test_colab_cell_twice_installs_once_and_changes_nothing(world, deps_house):
+    """The real Colab cell, run twice in a Python that holds attn-install (simulated Colab, fake T4)."""
+    from attn_installer.colab import colab_cell
+
+    world.idx.add(good_xformers(world.wheels))
+    subprocess.run([world.py, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(deps_house),
+                    *[p.name.split("-")[0] for p in deps_house.glob("*.whl")]], env=world.env, check=True)
+    env = dict(world.env, COLAB_RELEASE_TAG="release-colab-20261101")
+    work = world.tmp / "content"
+    work.mkdir()
+    (world.tmp / "cell.py").write_text(colab_cell())
+    runs = []
+    for _ in range(2):
+        runs.append(subprocess.run([world.py, str(world.tmp / "cell.py")], cwd=work, env=env, capture_output=True,
+                                   text=True, timeout=300, check=False))
+        assert runs[-1].returncode == 0, runs[-1].stdout + runs[-1].stderr
+        if len(runs) == 1:
+            once = freeze(world)
+    out = runs[0].stdout
+    assert "is already installed" in out and "Tesla T4" in out and "xformers: OK: installed" in out
+    assert "xformers: OK: already in place" in runs[1].stdout
+    cfg = (work / "attn-install-config.yaml").read_text()
+    assert "attn_implementation: xformers" in cfg and "fp16: true" in cfg
+    assert out.endswith(cfg) and freeze(world) == once and "torch==2.8.0+cu126" in once
+
+
 @pytest.mark.skipif(shutil.which("uv") is None and not (Path(sys.executable).parent / "uv").exists(),
                     reason="uv not installed")
 def test_uv_installer_uses_the_same_pins(world):

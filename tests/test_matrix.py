@@ -17,7 +17,7 @@ def test_shipped_matrices_load():
     for b in m.backends:
         assert b.source, b.name
     for row in (*m.cuda_drivers, *m.torch_builds, *m.flash_attn_releases, *m.xformers_releases,
-                *m.sources, *m.attn_impl_values, *m.legacy_flags, *m.ranking):
+                *m.sources, *m.attn_impl_values, *m.legacy_flags, *m.retired_flags, *m.ranking):
         assert row.source.strip()
 
 
