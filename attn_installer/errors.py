@@ -10,6 +10,7 @@ from typing import ClassVar
 
 __all__ = [
     "AttnInstallError",
+    "BenchError",
     "FactsError",
     "MatrixError",
     "NoViableBackendError",
@@ -59,3 +60,9 @@ class VerifyError(AttnInstallError):
     """A backend failed its real kernel check."""
 
     exit_code = 7
+
+
+class BenchError(AttnInstallError):
+    """`attn-install bench` could not measure (the measuring process crashed or timed out early)."""
+
+    exit_code = 8
