@@ -87,7 +87,7 @@ def _field_int(data: Mapping[str, Any], name: str, where: str) -> Optional[int]:
     return v
 
 
-def parse_model_config(data: Any, where: str) -> dict[str, int]:
+def parse_model_config(data: Any, where: str) -> dict[str, Any]:
     """Attention shape from a Hugging Face ``config.json`` (``text_config`` for multimodal ones):
     head_dim (or hidden_size / num_attention_heads), heads, kv heads, and the sequence length
     (max_position_embeddings capped at SEQ_CAP). Raises UsageError naming the file and field."""
@@ -117,7 +117,7 @@ def parse_model_config(data: Any, where: str) -> dict[str, int]:
     return out
 
 
-def shape_from_model_config(path: Path) -> dict[str, int]:
+def shape_from_model_config(path: Path) -> dict[str, Any]:
     """Read and parse a config.json on disk (no network); one-line UsageError when it is bad."""
     try:
         text = Path(path).read_text(encoding="utf-8")
