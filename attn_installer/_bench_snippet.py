@@ -92,7 +92,7 @@ def dist_version(backend, torch):
             v = metadata.version(dist)
         except Exception:
             continue
-        return f"torch {torch.__version__}, triton {v}" if backend == "flex_attention" else v
+        return f"triton {v}" if backend == "flex_attention" else v
     return torch.__version__ if backend == "flex_attention" else None
 
 

@@ -462,16 +462,18 @@ def render_table(report: BenchReport) -> str:
     order = ranked(report, metric)
     best = order[0].label if order else None
     lines = [header(report), ""]
-    lines.append(f"{'backend':<26}{'version':<16}{'fwd ms':<22}{'fwd+bwd ms':<24}{'TFLOP/s':<14}"
+    lines.append(f"{'backend':<26}{'version':<18}{'fwd ms':<22}{'fwd+bwd ms':<24}{'TFLOP/s':<14}"
                  f"{'peak GiB':<10}{'max err':<10}note")
     for r in report.results:
         mark = "*" if r.label == best else " "
         if r.status != "ok":
-            lines.append(f"{mark}{r.label:<25}{(r.version or '-'):<16}{r.status}: {r.detail}")
+            detail = " ".join(r.detail.replace("\\n", " ").split())
+            lines.append(f"{mark}{r.label:<25}{(r.version or '-')[:17]:<18}{r.status}: "
+                         f"{detail[:110] + ('...' if len(detail) > 110 else '')}")
             continue
         tf = f"{_f(r.fwd_tflops, '.0f')}/{_f(r.fwdbwd_tflops, '.0f')}"
         note = f"default kernel: {r.kernel}" if r.kernel else ""
-        lines.append(f"{mark}{r.label:<25}{(r.version or '-'):<16}{_ms(r.fwd):<22}{_ms(r.fwdbwd):<24}{tf:<14}"
+        lines.append(f"{mark}{r.label:<25}{(r.version or '-')[:17]:<18}{_ms(r.fwd):<22}{_ms(r.fwdbwd):<24}{tf:<14}"
                      f"{_f(r.peak_mem_gib, '.1f'):<10}{_f(r.max_abs_err, '.2e'):<10}{note}".rstrip())
     lines.append("")
     if best is not None:
