@@ -52,7 +52,7 @@ def _cache_dir() -> str:
 
 def _plan(facts: Any, workload: str, backend: Optional[str], allow_source: bool,
           head_dims: tuple[int, ...], dtypes: tuple[str, ...], target_archs: tuple[str, ...],
-          axolotl_version: Optional[str], **install: Any) -> Any:
+          axolotl_version: Optional[str], measured: tuple[Any, ...] = (), **install: Any) -> Any:
     from attn_installer.matrix import load_matrix  # noqa: PLC0415
     from attn_installer.plan import make_plan  # noqa: PLC0415
     from attn_installer.resolve import Request  # noqa: PLC0415
@@ -71,7 +71,7 @@ def _plan(facts: Any, workload: str, backend: Optional[str], allow_source: bool,
             raise UsageError(f"--target-arch: '{arch}' is not an arch like sm_90 or gfx942")
     request = Request(workload=workload, backend=backend, allow_source=allow_source,
                       head_dims=head_dims, dtypes=dtypes, target_archs=target_archs,
-                      axolotl_version=axolotl_version, cache_dir=_cache_dir(), **install)
+                      axolotl_version=axolotl_version, cache_dir=_cache_dir(), measured=measured, **install)
     return make_plan(facts, load_matrix(_matrix_dir()), request)
 
 
@@ -94,6 +94,8 @@ def _plan_options(f: Any) -> Any:
                      help="Build for this arch (sm_90, gfx942) instead of the GPUs present."),
         click.option("--axolotl-version", default=None, metavar="V",
                      help="Write config keys for this axolotl version (default: the installed one)."),
+        click.option("--measured", is_flag=True,
+                     help="Rank by this machine's cached `attn-install bench` times (static ranking if none)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -141,6 +143,21 @@ def cli(ctx: click.Context, auto: bool, yes: bool, dry_run: bool, debug: bool, p
                   allow_source=False, head_dims=(), dtypes=(), target_archs=(), axolotl_version=None)
 
 
+def _measured(facts: Any, workload: str, quiet: bool = False) -> tuple[Any, ...]:
+    """Speeds from the newest cached bench of this machine, or () with a note on stderr."""
+    from attn_installer.bench import find_measured, measured_speeds  # noqa: PLC0415
+
+    report = find_measured(Path(_cache_dir()), facts, workload)
+    if report is None:
+        if quiet:
+            return ()
+        click.echo("no `attn-install bench` result for this GPU, driver, torch and backend versions "
+                   f"in {_cache_dir()}: using the static ranking (run `attn-install bench` first)", err=True)
+        return ()
+    vendor = facts.gpus[0].vendor if facts.gpus else None
+    return measured_speeds(report, workload, vendor)
+
+
 def _write_config(plan: Any, output: Path) -> None:
     from attn_installer.config import render_yaml, write_atomic  # noqa: PLC0415
 
@@ -178,10 +195,12 @@ def probe(as_json: bool, python: Optional[str], torch_arch_list: bool) -> None:
 @_plan_options
 def plan(facts_file: Optional[Path], as_json: bool, python: Optional[str], verbose: bool,
          workload: str, backend: Optional[str], allow_source: bool, head_dims: tuple[int, ...],
-         dtypes: tuple[str, ...], target_archs: tuple[str, ...], axolotl_version: Optional[str]) -> None:
+         dtypes: tuple[str, ...], target_archs: tuple[str, ...], axolotl_version: Optional[str],
+         measured: bool) -> None:
     """Which backends fit, why or why not, and the exact steps for each."""
     facts = _facts(facts_file, python)
-    p = _plan(facts, workload, backend, allow_source, head_dims, dtypes, target_archs, axolotl_version)
+    p = _plan(facts, workload, backend, allow_source, head_dims, dtypes, target_archs, axolotl_version,
+              _measured(facts, workload) if measured else ())
     if as_json:
         click.echo(json.dumps(p.to_dict(), indent=2))
     else:
@@ -206,12 +225,14 @@ def plan(facts_file: Optional[Path], as_json: bool, python: Optional[str], verbo
 def config(ctx: click.Context, facts_file: Optional[Path], output: Path, merge: Optional[Path],
            python: Optional[str], workload: str, backend: Optional[str], allow_source: bool,
            head_dims: tuple[int, ...], dtypes: tuple[str, ...], target_archs: tuple[str, ...],
-           axolotl_version: Optional[str]) -> None:
-    """Write the recommended axolotl attention keys to a YAML file, or merge them into one."""
+           axolotl_version: Optional[str], measured: bool) -> None:
+    """Write the recommended axolotl attention keys to a YAML file, or merge them into one
+    (--measured: the measured winner)."""
     if merge is not None and ctx.get_parameter_source("output") != click.core.ParameterSource.DEFAULT:
         raise UsageError("--merge updates its file in place; drop --output")
     facts = _facts(facts_file, python)
-    p = _plan(facts, workload, backend, allow_source, head_dims, dtypes, target_archs, axolotl_version)
+    p = _plan(facts, workload, backend, allow_source, head_dims, dtypes, target_archs, axolotl_version,
+              _measured(facts, workload) if measured else ())
     if p.recommended is None:
         raise NoViableBackendError("no backend fits: " + "; ".join(p.blockers or ["see `attn-install plan`"]))
     if merge is not None:
@@ -337,7 +358,7 @@ def _install_flow(names: tuple[str, ...], *, python: Optional[str], workload: st
                   source_dir: Optional[Path], verify: bool, lock_wait: float, auto: bool,
                   output: Optional[Path], allow_source: bool, head_dims: tuple[int, ...],
                   dtypes: tuple[str, ...], target_archs: tuple[str, ...], axolotl_version: Optional[str],
-                  build_only: bool = False, export: Optional[Path] = None) -> None:
+                  build_only: bool = False, export: Optional[Path] = None, measured: bool = False) -> None:
     import time  # noqa: PLC0415
 
     from attn_installer.console import render_facts, render_plan  # noqa: PLC0415
@@ -358,12 +379,13 @@ def _install_flow(names: tuple[str, ...], *, python: Optional[str], workload: st
     if auto or dry_run:
         click.echo(render_facts(facts))
         click.echo("")
-    install_kw = {"installer": installer, "wheelhouse": str(wheelhouse.resolve()) if wheelhouse else None,
-                  "source_dir": str(source_dir.resolve()) if source_dir else None,
-                  "python": python}
+    install_kw: dict[str, Any] = {
+        "installer": installer, "wheelhouse": str(wheelhouse.resolve()) if wheelhouse else None,
+        "source_dir": str(source_dir.resolve()) if source_dir else None, "python": python}
     backend = names[0] if len(names) == 1 else None
+    speeds = _measured(facts, workload, quiet=not measured) if (measured or auto) and not names else ()
     p = _plan(facts, workload, backend, allow_source or bool(names), head_dims, dtypes, target_archs,
-              axolotl_version, **install_kw)
+              axolotl_version, speeds, **install_kw)
     known = {b.name for b in p.backends}
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -461,14 +483,15 @@ def install(backends: tuple[str, ...], dry_run: bool, python: Optional[str], ins
             wheelhouse: Optional[Path], offline: bool, yes: bool, report_file: Optional[Path],
             source_dir: Optional[Path], no_verify: bool, lock_wait: float, auto: bool, output: Path,
             workload: str, backend: Optional[str], allow_source: bool, head_dims: tuple[int, ...],
-            dtypes: tuple[str, ...], target_archs: tuple[str, ...], axolotl_version: Optional[str]) -> None:
+            dtypes: tuple[str, ...], target_archs: tuple[str, ...], axolotl_version: Optional[str],
+            measured: bool) -> None:
     """Install BACKENDS (default: the recommended one), verify each, roll back on failure."""
     names = backends or ((backend,) if backend else ())
     _install_flow(names, python=python, workload=workload, yes=yes, dry_run=dry_run, wheelhouse=wheelhouse,
                   offline=offline, installer=installer, report_file=report_file, source_dir=source_dir,
                   verify=not no_verify, lock_wait=lock_wait, auto=auto, output=output if auto else None,
                   allow_source=allow_source, head_dims=head_dims, dtypes=dtypes, target_archs=target_archs,
-                  axolotl_version=axolotl_version)
+                  axolotl_version=axolotl_version, measured=measured)
 
 
 @cli.command()
@@ -485,7 +508,7 @@ def install(backends: tuple[str, ...], dry_run: bool, python: Optional[str], ins
 def build(backends: tuple[str, ...], wheelhouse: Path, python: Optional[str], source_dir: Optional[Path],
           lock_wait: float, yes: bool, dry_run: bool, workload: str, backend: Optional[str],
           allow_source: bool, head_dims: tuple[int, ...], dtypes: tuple[str, ...],
-          target_archs: tuple[str, ...], axolotl_version: Optional[str]) -> None:
+          target_archs: tuple[str, ...], axolotl_version: Optional[str], measured: bool) -> None:
     """Build source backends into wheels in --wheelhouse (no install): build once, install everywhere."""
     names = backends or ((backend,) if backend else ())
     if not names:
@@ -505,7 +528,7 @@ def build(backends: tuple[str, ...], wheelhouse: Path, python: Optional[str], so
 @_plan_options
 def download(backends: tuple[str, ...], facts_file: Path, wheelhouse: Path, workload: str,
              backend: Optional[str], allow_source: bool, head_dims: tuple[int, ...], dtypes: tuple[str, ...],
-             target_archs: tuple[str, ...], axolotl_version: Optional[str]) -> None:
+             target_archs: tuple[str, ...], axolotl_version: Optional[str], measured: bool) -> None:
     """Fetch every wheel the plan for another (air-gapped) machine needs into --wheelhouse."""
     from attn_installer.fetchplan import download_for_plan  # noqa: PLC0415
     from attn_installer.runner import SubprocessRunner  # noqa: PLC0415
@@ -530,6 +553,85 @@ def download(backends: tuple[str, ...], facts_file: Path, wheelhouse: Path, work
             click.echo(line)
     click.echo(f"wheelhouse ready: {wheelhouse} (install there with "
                f"`attn-install install --wheelhouse {wheelhouse} --auto`)")
+
+
+@cli.command()
+@click.option("--backends", "backends", multiple=True, metavar="NAMES",
+              help="Comma-separated backends to measure (default: all): sdpa, flex_attention, xformers, "
+                   "flash_attention_2/3/4, sage.")
+@click.option("--model-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Take the shape from a Hugging Face config.json on disk.")
+@click.option("--head-dim", type=click.IntRange(min=1), default=None, help="[default: 128]")
+@click.option("--heads", type=click.IntRange(min=1), default=None, help="[default: 32]")
+@click.option("--kv-heads", type=click.IntRange(min=1), default=None, help="[default: 8]")
+@click.option("--seq-len", type=click.IntRange(min=1), default=None, help="[default: 4096]")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="[default: 4]")
+@click.option("--dtype", type=click.Choice(["bf16", "fp16"]), default=None,
+              help="Default: bf16 (fp16 before Ampere).")
+@click.option("--causal/--no-causal", default=True, show_default=True)
+@click.option("--packed", is_flag=True, help="Packed (varlen) documents where the backend supports it.")
+@click.option("--workload", type=WORKLOAD, default="full", show_default=True,
+              help="inference measures the forward only.")
+@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=1), default=600.0, show_default=True,
+              help="Seconds for the measuring process.")
+@click.option("--no-cache", "--rerun", "rerun", is_flag=True, help="Measure again even if cached.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a TFLOP/s bar chart (PNG; needs attn-install[plot]).")
+@click.option("--python", "python", default=None, metavar="PATH", help="Measure in this interpreter.")
+def bench(backends: tuple[str, ...], model_config: Optional[Path], head_dim: Optional[int],
+          heads: Optional[int], kv_heads: Optional[int], seq_len: Optional[int], batch: Optional[int],
+          dtype: Optional[str], causal: bool, packed: bool, workload: str, repeats: int, warmup: int,
+          timeout: float, rerun: bool, as_json: bool, plot: Optional[Path], python: Optional[str]) -> None:
+    """Measure the installed attention backends on GPU 0 (cached per GPU, driver, versions, shape)."""
+    import dataclasses  # noqa: PLC0415
+    from datetime import datetime, timezone  # noqa: PLC0415
+
+    from attn_installer import bench as b  # noqa: PLC0415
+    from attn_installer.runner import SubprocessRunner  # noqa: PLC0415
+
+    names = b.parse_backends(backends)
+    shape = b.Shape()
+    if model_config is not None:
+        shape = dataclasses.replace(shape, source=str(model_config), **b.shape_from_model_config(model_config))
+    given: dict[str, Any] = {"head_dim": head_dim, "heads": heads, "kv_heads": kv_heads, "seq_len": seq_len,
+                             "batch": batch}
+    shape = dataclasses.replace(shape, **{k: v for k, v in given.items() if v is not None})
+    if model_config is None and heads is not None and kv_heads is None and heads % shape.kv_heads:
+        shape = dataclasses.replace(shape, kv_heads=heads)  # --heads alone that 8 does not divide: MHA
+    if shape.heads % shape.kv_heads:
+        raise UsageError(f"--kv-heads: {shape.kv_heads} does not divide --heads {shape.heads}")
+    facts = _probe(python)
+    if dtype is None:
+        dtype = "fp16" if any(g.vendor == "nvidia" and (g.sm or 0) < 80 for g in facts.gpus) else "bf16"
+    config = b.BenchConfig(shape=shape, dtype=dtype, causal=causal, packed=packed, workload=workload,
+                           backends=names, warmup=warmup, repeats=repeats)
+    key = b.cache_key(facts, config)
+    path = b.cache_path(Path(_cache_dir()), key)
+    report = None if rerun else b.load_cached(path)
+    if report is not None:
+        click.echo(f"cached result of {report.created} ({path}); --rerun measures again", err=True)
+    else:
+        click.echo(f"measuring {', '.join(names)} at {shape.label} {dtype} (one process, timeout {timeout:g} s) ...",
+                   err=True)
+        report = b.run_bench(SubprocessRunner(), facts.python.executable or sys.executable, config, timeout=timeout)
+        report = dataclasses.replace(report, machine=b.machine_facts(facts), key=key,
+                                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        if report.measured and report.complete:
+            b.save_cached(path, report)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(b.render_table(report))
+    b.require_ok(report)
+    if plot is not None:
+        if not report.measured:
+            click.echo(f"no plot written: nothing was measured ({report.detail})", err=True)
+        else:
+            b.write_plot(report, plot)
+            click.echo(f"wrote {plot}", err=True)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 __all__ = [
     "AttnInstallError",
+    "BenchError",
     "BusyError",
     "ConfigError",
     "InstallError",
@@ -87,3 +88,9 @@ class ConfigError(AttnInstallError):
     """An existing axolotl config (``config --merge``) cannot be read, parsed or merged."""
 
     exit_code = 10
+
+
+class BenchError(AttnInstallError):
+    """`attn-install bench` could not measure (the measuring process crashed or timed out early)."""
+
+    exit_code = 11

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from packaging.version import Version
@@ -21,6 +21,7 @@ from attn_installer.facts import Facts
 from attn_installer.matrix import Matrix, RankRow
 from attn_installer.resolve import (
     Candidate,
+    MeasuredSpeed,
     Request,
     build_archs,
     estimate_minutes,
@@ -345,6 +346,32 @@ def _order(facts: Facts, matrix: Matrix) -> list[str]:
     return first + [n for n in matrix.backend_names if n not in first]
 
 
+def _measured_order(order: list[str], plans: dict[str, BackendPlan],
+                    measured: tuple[MeasuredSpeed, ...]) -> list[str]:
+    """Viable measured backends first, fastest first, then the static order; each measured backend
+    gets a reason with its time (updates ``plans``). Non-viable ones keep their place and reasons:
+    a measurement never overrides a viability rule (SageAttention stays out of full fine-tuning)."""
+    speeds: dict[str, MeasuredSpeed] = {}
+    for m in measured:
+        p = plans.get(m.backend)
+        if p is not None and p.viable and (m.backend not in speeds or m.ms < speeds[m.backend].ms):
+            speeds[m.backend] = m
+    fast = sorted(speeds.values(), key=lambda m: (m.ms, m.backend))
+    if not fast:
+        return order
+    best = fast[0]
+    where = f" ({best.where})" if best.where else ""
+    for m in fast:
+        if m is best:
+            why = f"measured: {m.ms:.2f} ms {m.metric}, fastest of {len(fast)} on this GPU{where}"
+        else:
+            why = (f"measured: {m.ms:.2f} ms {m.metric}, {m.ms / best.ms:.2f}x the time of "
+                   f"{best.backend} on this GPU")
+        plans[m.backend] = replace(plans[m.backend], reasons=(*plans[m.backend].reasons, why))
+    first = [m.backend for m in fast]
+    return first + [n for n in order if n not in first]
+
+
 def _bf16(facts: Facts) -> Optional[bool]:
     if not facts.gpus:
         return None
@@ -428,6 +455,8 @@ def make_plan(facts: Facts, matrix: Matrix, request: Request) -> Plan:
             import_name=b.import_name, packing=b.packing, runtime_env=dict(b.runtime_env),
             download=download, wheel_cache=_wheel_cache(steps), key=_step_key(c, facts, request, steps))
     order = _order(facts, matrix)
+    if request.measured:
+        order = _measured_order(order, plans, request.measured)
     recommended: Optional[str] = None
     if request.backend is not None:
         recommended = request.backend if plans[request.backend].viable else None

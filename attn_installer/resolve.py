@@ -18,6 +18,7 @@ from attn_installer.matrix import Backend, FlashAttnRelease, Matrix, SourceBuild
 __all__ = [
     "BuildResources",
     "Candidate",
+    "MeasuredSpeed",
     "Request",
     "WheelChoice",
     "build_resources",
@@ -28,6 +29,18 @@ __all__ = [
     "resolve_backend",
     "torch_archs",
 ]
+
+
+@dataclass(frozen=True)
+class MeasuredSpeed:
+    """One backend's measured time on this machine (from `attn-install bench`), as plan input."""
+
+    backend: str
+    ms: float
+    metric: str
+    """fwd+bwd (full, lora) or fwd (inference)."""
+    where: str = ""
+    """GPU, dtype and shape it was measured at, for the reason text."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,8 @@ class Request:
     """Install only from this folder of wheels (--wheelhouse / --offline)."""
     source_dir: Optional[str] = None
     """A checkout the user already has (--source); no git clone."""
+    measured: tuple[MeasuredSpeed, ...] = ()
+    """Measured speeds (`plan --measured`): viable measured backends rank first, fastest first."""
 
 
 @dataclass(frozen=True)

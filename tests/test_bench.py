@@ -1,0 +1,315 @@
+"""`attn-install bench`: shapes from model configs, parsing recorded H200 output, the cache,
+measured ranking in the plan, and the CLI on a fake runner (no GPU, no torch in CI)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import pytest
+
+from attn_installer import bench as b
+from attn_installer import cli
+from attn_installer.errors import BenchError, UsageError
+from attn_installer.matrix import load_matrix
+from attn_installer.plan import make_plan
+from attn_installer.resolve import MeasuredSpeed, Request
+from tests.conftest import FIXTURES, FakeRunner
+from tests.machines import MACHINES
+
+BENCH = FIXTURES / "bench"
+H200_8K = (BENCH / "h200-b2-s8192-recorded.jsonl").read_text()
+H200_2K = (BENCH / "h200-b8-s2048-recorded.jsonl").read_text()
+NO_GPU = ('{"attn_bench": 1, "kind": "env", "status": "no_gpu", "detail": "torch.cuda.is_available() is False: '
+          'no GPU to measure", "torch": "2.8.0+cpu"}\n{"attn_bench": 1, "kind": "done"}\n')
+H200 = dataclasses.replace(MACHINES["h200_torch211"],
+                           packages={**MACHINES["h200_torch211"].packages, "flash-attn-3": "3.0.0b1"})
+CONFIG_8K = b.BenchConfig(shape=b.Shape(batch=2, seq_len=8192, heads=32, kv_heads=32, head_dim=128))
+
+
+def report(text=H200_8K, config=CONFIG_8K, facts=H200):
+    rep = b.parse_bench_output(text, "", 0, False)
+    return dataclasses.replace(rep, config=config.to_dict(), machine=b.machine_facts(facts),
+                               created="2026-11-27T12:00:00+00:00")
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize(("name", "want"), [
+    ("llama-3-8b.json", {"heads": 32, "kv_heads": 8, "head_dim": 128, "seq_len": 4096}),
+    ("qwen2.5-7b.json", {"heads": 28, "kv_heads": 4, "head_dim": 128, "seq_len": 4096}),
+    ("mistral-7b-v0.1.json", {"heads": 32, "kv_heads": 8, "head_dim": 128, "seq_len": 4096}),
+    ("gemma-7b.json", {"heads": 16, "kv_heads": 16, "head_dim": 256, "seq_len": 4096}),
+])
+def test_shape_from_hf_config(name, want):
+    assert b.shape_from_model_config(BENCH / "model-configs" / name) == want
+
+
+def test_shape_short_context_and_multimodal_text_config():
+    got = b.parse_model_config({"text_config": {"hidden_size": 2048, "num_attention_heads": 16,
+                                                "max_position_embeddings": 2048}}, "cfg.json")
+    assert got == {"heads": 16, "kv_heads": 16, "head_dim": 128, "seq_len": 2048}
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (None, "cannot read the model config"),
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"hidden_size": 4096}', "field 'num_attention_heads' is missing"),
+    ('{"hidden_size": 4096, "num_attention_heads": 0}', "field 'num_attention_heads': 0 is not a positive"),
+    ('{"hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 7}',
+     "field 'num_key_value_heads': 7 does not divide"),
+    ('{"hidden_size": 4000, "num_attention_heads": 48}', "field 'hidden_size': 4000 is not a multiple"),
+    ('{"num_attention_heads": 32}', "neither 'head_dim' nor 'hidden_size'"),
+])
+def test_bad_model_config_is_one_line_naming_file_and_field(tmp_path, content, needle):
+    path = tmp_path / "config.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UsageError) as e:
+        b.shape_from_model_config(path)
+    msg = str(e.value)
+    assert needle in msg and str(path) in msg and "\n" not in msg
+
+
+def test_backend_names_and_aliases():
+    assert b.parse_backends(()) == b.BACKENDS
+    assert b.parse_backends(("sdpa,fa3", "flex", "sdpa")) == ("sdpa", "flash_attention_3", "flex_attention")
+    with pytest.raises(UsageError, match="unknown backend 'eagerr'"):
+        b.parse_backends(("eagerr",))
+
+
+# --------------------------------------------------------------------------- parsing and ranking
+
+
+def test_recorded_h200_output_parses_and_ranks():
+    rep = report()
+    assert rep.status == "ok" and rep.complete and rep.measured and rep.env["gpu"] == "NVIDIA H200"
+    by = {r.label: r for r in rep.results}
+    assert by["sdpa"].kernel == "cudnn" and by["sdpa[math]"].status == "skipped"
+    assert by["xformers"].status == "error" and "No operator found" in by["xformers"].detail
+    assert by["sage"].fwdbwd is None  # forward only
+    train = [r.label for r in b.ranked(rep, "fwd+bwd")]
+    assert train == ["flash_attention_3", "sdpa", "flex_attention"]  # forced kernels never rank
+    assert by["flash_attention_3"].ms("fwd+bwd") == pytest.approx(6.712, abs=1e-3)
+    infer = [r.label for r in b.ranked(rep, "fwd")]
+    assert infer == ["flash_attention_3", "sdpa", "flex_attention", "sage"]
+
+
+def test_recorded_short_sequence_ranks_fa3_then_sdpa():
+    rep = report(H200_2K, dataclasses.replace(CONFIG_8K, shape=b.Shape(batch=8, seq_len=2048, kv_heads=32)))
+    assert [r.label for r in b.ranked(rep, "fwd+bwd")][:2] == ["flash_attention_3", "sdpa"]
+
+
+def test_table_marks_the_winner_and_says_what_was_skipped():
+    text = b.render_table(report())
+    assert "NVIDIA H200, driver 580.159.04, torch 2.11.0+cu130" in text
+    assert "*flash_attention_3" in text and "default kernel: cudnn" in text
+    assert "sdpa[math]" in text and "skipped: math kernel skipped" in text
+    assert "fastest for full (fwd+bwd): flash_attention_3" in text
+
+
+def test_no_gpu_and_no_torch_measure_nothing():
+    rep = b.parse_bench_output(NO_GPU, "", 0, False)
+    assert rep.status == "no_gpu" and not rep.measured and rep.complete
+    assert b.render_table(rep).startswith("nothing measured: torch.cuda.is_available() is False")
+    b.require_ok(rep)  # not an error
+
+
+def test_timeout_keeps_finished_backends():
+    lines = H200_8K.splitlines()
+    partial = "\n".join(lines[:3]) + "\n"
+    rep = b.parse_bench_output(partial, "", 124, True, timeout=60)
+    assert not rep.complete and len(rep.results) == 2
+    assert "timed out after 60 s while measuring flex_attention" in rep.detail
+
+
+def test_crash_without_output_is_an_error():
+    rep = b.parse_bench_output("", "Segmentation fault (core dumped)\n", -11, False)
+    assert rep.status == "crashed" and "Segmentation fault" in rep.detail
+    with pytest.raises(BenchError):
+        b.require_ok(rep)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def test_cache_key_changes_with_what_the_numbers_depend_on():
+    key = b.cache_key(H200, CONFIG_8K)
+    assert key == b.cache_key(H200, CONFIG_8K)
+    assert key != b.cache_key(H200, dataclasses.replace(CONFIG_8K, dtype="fp16"))
+    assert key != b.cache_key(H200, dataclasses.replace(CONFIG_8K, packed=True))
+    assert key != b.cache_key(H200, dataclasses.replace(CONFIG_8K, workload="inference"))
+    newer_fa3 = dataclasses.replace(H200, packages={**H200.packages, "flash-attn-3": "3.0.0"})
+    assert key != b.cache_key(newer_fa3, CONFIG_8K)
+    assert key != b.cache_key(MACHINES["h100"], CONFIG_8K)
+
+
+def test_cache_round_trip_and_lookup_for_the_plan(tmp_path):
+    rep = dataclasses.replace(report(), key=b.cache_key(H200, CONFIG_8K))
+    path = b.cache_path(tmp_path, rep.key)
+    b.save_cached(path, rep)
+    assert path.parent.name == "bench"
+    again = b.load_cached(path)
+    assert again == rep
+    assert b.find_measured(tmp_path, H200, "full") == rep
+    assert b.find_measured(tmp_path, MACHINES["h200_torch211"], "full") is None  # FA3 not installed there
+    path.write_text("{broken")
+    assert b.load_cached(path) is None and b.find_measured(tmp_path, H200, "full") is None
+
+
+# --------------------------------------------------------------------------- plan --measured
+
+
+def plan(facts, workload="full", measured=()):
+    return make_plan(facts, load_matrix(), Request(workload=workload, cache_dir="/c", measured=tuple(measured)))
+
+
+def test_plan_measured_reasons_from_the_recorded_h200():
+    p = plan(H200, measured=b.measured_speeds(report(), "full", "nvidia"))
+    assert p.recommended == "flash_attention_3"
+    fa3 = p.backend("flash_attention_3").reasons[-1]
+    assert fa3.startswith("measured: 6.71 ms fwd+bwd, fastest of 3 on this GPU (NVIDIA H200, bf16 causal B=2 S=8192")
+    assert p.backend("sdpa").reasons[-1] == "measured: 7.45 ms fwd+bwd, 1.11x the time of flash_attention_3 on this GPU"
+    assert not any(r.startswith("measured") for r in p.backend("sage").reasons)
+
+
+def test_measured_order_overrides_the_static_ranking():
+    fast_flex = [MeasuredSpeed("sdpa", 7.0, "fwd+bwd"), MeasuredSpeed("flex_attention", 5.0, "fwd+bwd")]
+    p = plan(MACHINES["h200_torch211"], measured=fast_flex)
+    assert p.recommended == "flex_attention" and p.config["torch_compile"] is True
+    assert [x.name for x in p.backends][:2] == ["flex_attention", "sdpa"]
+
+
+def test_sage_never_wins_full_even_when_measured_fastest():
+    sage_first = [MeasuredSpeed("sage", 0.1, "fwd+bwd"), MeasuredSpeed("sdpa", 7.0, "fwd+bwd")]
+    assert plan(H200, "full", sage_first).recommended == "sdpa"
+    infer = b.measured_speeds(report(), "inference", "nvidia")
+    assert [m.backend for m in infer] == ["flash_attention_3", "sdpa", "flex_attention", "sage"]
+    assert plan(H200, "inference", infer).recommended == "flash_attention_3"
+
+
+def test_rocm_flash_attn_measurement_maps_to_the_rocm_backend():
+    rep = b.parse_bench_output(
+        '{"attn_bench": 1, "kind": "env", "status": "ok", "gpu": "AMD Instinct MI300X"}\n'
+        '{"attn_bench": 1, "kind": "result", "backend": "flash_attention_2", "status": "ok", '
+        '"fwd_ms": {"median": 2.0}, "fwdbwd_ms": {"median": 8.0}}\n{"attn_bench": 1, "kind": "done"}\n', "", 0, False)
+    assert [m.backend for m in b.measured_speeds(rep, "full", "amd")] == ["flash_attention_2_rocm"]
+
+
+# --------------------------------------------------------------------------- the snippet
+
+
+def snippet_namespace():
+    ns: dict = {"__name__": "attn_bench_snippet"}
+    exec(compile(b.SNIPPET, "_bench_snippet.py", "exec"), ns)  # top level imports json/math/sys/time only
+    return ns
+
+
+@pytest.mark.parametrize(("names", "kernel"), [
+    (["Memset (Device)", "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x128_4x1x1_"
+                         "cga1x1x1_kernel0_0"], "cudnn"),
+    (["aten::_scaled_dot_product_flash_attention", "void pytorch_flash::flash_fwd_kernel<>"], "flash"),
+    (["aten::_scaled_dot_product_efficient_attention", "fmha_cutlassF_bf16_aligned_64x64_rf_sm80"], "efficient"),
+    (["aten::_scaled_dot_product_attention_math", "aten::softmax"], "math"),
+    (["aten::copy_"], "unknown"),
+])
+def test_snippet_names_the_sdpa_kernel(names, kernel):
+    assert snippet_namespace()["classify_kernel"](names) == kernel
+
+
+def test_snippet_without_torch_says_so(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert snippet_namespace()["main"](["-c", "{}"]) == 0
+    rep = b.parse_bench_output(capsys.readouterr().out, "", 0, False)
+    assert rep.status == "no_torch" and "torch cannot be imported" in rep.detail
+
+
+def test_snippet_runs_on_cpu_torch_when_available(allow_subprocess, tmp_path):
+    pytest.importorskip("torch")
+    from attn_installer.runner import SubprocessRunner
+
+    rep = b.run_bench(SubprocessRunner(), sys.executable, CONFIG_8K, timeout=120)
+    assert rep.status in ("no_gpu", "ok")
+
+
+# --------------------------------------------------------------------------- CLI on a fake runner
+
+
+@pytest.fixture
+def fake_cli(monkeypatch, tmp_path):
+    """cli with probe facts of the H200 and a runner replaying ``out`` for the snippet."""
+    monkeypatch.setenv("ATTN_INSTALL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cli, "_probe", lambda python, want_arch_list=False: H200)
+    runners: list[FakeRunner] = []
+
+    def use(out: str) -> list[FakeRunner]:
+        def make(*a, **kw):
+            r = FakeRunner({("/env/bin/python", "-I", "-c"): (0, out)})
+            runners.append(r)
+            return r
+
+        monkeypatch.setattr("attn_installer.runner.SubprocessRunner", make)
+        return runners
+
+    return use
+
+
+def run_cli(capsys, *args):
+    with pytest.raises(SystemExit) as e:
+        cli.main(list(args))
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_cli_no_gpu_exits_0_and_caches_nothing(fake_cli, capsys, tmp_path):
+    fake_cli(NO_GPU)
+    code, out, _err = run_cli(capsys, "bench")
+    assert code == 0 and out.startswith("nothing measured: torch.cuda.is_available() is False")
+    assert not (tmp_path / "cache/bench").exists()
+    code, out, err = run_cli(capsys, "bench", "--plot", str(tmp_path / "p.png"))
+    assert code == 0 and "no plot written" in err and not (tmp_path / "p.png").exists()
+
+
+def test_cli_measures_caches_plots_and_feeds_plan(fake_cli, capsys, tmp_path, allow_subprocess):
+    # allow_subprocess: matplotlib runs fc-list when it builds its font cache; our runner is fake
+    runners = fake_cli(H200_8K)
+    shape = ("--batch", "2", "--seq-len", "8192", "--kv-heads", "32")
+    png = tmp_path / "bench.png"
+    code, out, _err = run_cli(capsys, "bench", *shape, "--plot", str(png))
+    assert code == 0 and "*flash_attention_3" in out, _err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    argv = runners[-1].calls[0]
+    assert argv[:3] == ("/env/bin/python", "-I", "-c") and json.loads(argv[4])["seq_len"] == 8192
+
+    code, out, err = run_cli(capsys, "bench", *shape, "--json")
+    assert code == 0 and "cached result of" in err and len(runners) == 1  # no second run
+    doc = json.loads(out)
+    assert doc["schema_version"] == 1 and doc["machine"]["driver"] == "580.159.04"
+    code, _out, _err = run_cli(capsys, "bench", *shape, "--rerun")
+    assert code == 0 and len(runners) == 2
+
+    code, out, _err = run_cli(capsys, "plan", "--measured")
+    assert code == 0 and "measured: 6.71 ms fwd+bwd, fastest of 3 on this GPU" in out
+    assert "recommended: flash_attention_3" in out
+    cfg = tmp_path / "out.yaml"
+    code, out, _err = run_cli(capsys, "config", "--measured", "-o", str(cfg))
+    assert code == 0 and "attn_implementation: flash_attention_3" in cfg.read_text()
+
+
+def test_cli_plan_measured_without_a_bench_falls_back(fake_cli, capsys):
+    code, out, err = run_cli(capsys, "plan", "--measured")
+    assert code == 0 and "using the static ranking" in err and "measured:" not in out
+
+
+def test_cli_bad_model_config_and_missing_matplotlib(fake_cli, capsys, tmp_path, monkeypatch):
+    bad = tmp_path / "config.json"
+    bad.write_text('{"hidden_size": 4096}')
+    code, _out, err = run_cli(capsys, "bench", "--model-config", str(bad))
+    assert code == 2 and err.count("\n") == 1 and str(bad) in err and "num_attention_heads" in err
+    fake_cli(H200_8K)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, _out, err = run_cli(capsys, "bench", "--plot", str(tmp_path / "x.png"))
+    assert code == 2 and "pip install 'attn-install[plot]'" in err
