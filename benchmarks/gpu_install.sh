@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run on the GPU machine (device tool), from the repo root, with the wheels in .whl/ and a
+# flash-attention v2.8.3.post1 checkout (hopper/ + csrc/cutlass) in .src/flash-attention carried.
+# Installs through attn-install's own paths, then measures. Usage: bash benchmarks/gpu_install.sh OUTDIR
+set -uo pipefail
+out=${1:?outdir}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 ATTN_INSTALL_CACHE=/tmp/attn-cache
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+py=$(command -v python3)
+ai() { "$py" -m attn_installer "$@"; }
+house=/tmp/wheelhouse
+mkdir -p "$house" && cp .whl/xformers-*.whl "$house"/
+log() { echo; echo "===== $*"; }
+( while sleep 1; do free -m | awk '/Mem:/{print $3}'; done ) > "$out/mem-used-mb.txt" &
+sampler=$!
+log "xformers dry run"
+ai install xformers --wheelhouse "$house" --offline --dry-run 2>&1 | tail -12
+log "xformers install (offline, wheelhouse)"
+TIMEFORMAT="wall %R s"
+time "$py" -m attn_installer install xformers --wheelhouse "$house" --offline --yes \
+  --report "$out/xformers-report.json" 2>&1
+log "FA3 trimmed build from --source"
+start=$(date +%s)
+ai install flash_attention_3 --source .src/flash-attention --head-dim 128 --dtype bf16 --yes \
+  --report "$out/fa3-report.json" 2>&1 | tail -40
+echo "FA3 install wall: $(( $(date +%s) - start )) s"
+log "bench"
+time timeout 300 "$py" -m attn_installer bench --plot "$out/bench.png" 2>&1
+timeout 60 "$py" -m attn_installer bench --json > "$out/bench.json" 2>&1
+log "reinstall FA3 from the wheel cache"
+"$py" -m pip uninstall -y -q flash_attn_3
+time "$py" -m attn_installer install flash_attention_3 --source .src/flash-attention \
+  --head-dim 128 --dtype bf16 --yes 2>&1 | tail -8
+log "plan --measured and --auto"
+ai plan --measured 2>&1 | head -14
+(cd "$out" && "$py" -m attn_installer --auto --yes --output auto-config.yaml) 2>&1 | tail -40
+kill "$sampler" 2>/dev/null
+log "memory: baseline and peak used (MB)"
+head -1 "$out/mem-used-mb.txt"; sort -n "$out/mem-used-mb.txt" | tail -1
