@@ -401,6 +401,9 @@ def _install_flow(names: tuple[str, ...], *, python: Optional[str], workload: st
     for bp in plans:
         if not bp.viable:
             raise NoViableBackendError(f"{bp.name} does not fit this machine: " + "; ".join(bp.reasons))
+        if build_only and bp.method != "source":
+            raise UsageError(f"{bp.name} is not built from source here ({bp.method}: {bp.reasons[-1]}); "
+                             "`attn-install build` builds source backends only (uninstall it first to rebuild)")
     if dry_run:
         from attn_installer.install import describe_steps  # noqa: PLC0415
 

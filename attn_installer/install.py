@@ -242,7 +242,7 @@ class Installer:
         shown = {"t": 0.0}
 
         def on_line(line: str) -> None:
-            m = re.match(r"\[(\d+)/(\d+)\]", line)
+            m = re.match(r"\s*\[(\d+)/(\d+)\]", line)
             now = time.monotonic()
             if m:
                 el = now - start

@@ -311,7 +311,7 @@ def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) 
     env = dict(sorted(env.items()))
     bkey = build_key(c, facts, archs, env)
     wheels = posixpath.join(cache, "wheels", f"{c.backend.name}-{_key_digest(bkey)}")
-    steps.append(Step((py, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-input",
+    steps.append(Step((py, "-m", "pip", "wheel", "--verbose", "--no-build-isolation", "--no-deps", "--no-input",
                        "--disable-pip-version-check", "--wheel-dir", wheels, build_dir), env,
                       f"build a {c.backend.distribution} wheel for {', '.join(archs)}", "build"))
     steps.append(_install_step(facts, request, "install the built wheel (cached for the next install with "

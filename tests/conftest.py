@@ -11,6 +11,8 @@ import pytest
 
 from attn_installer.runner import Completed
 
+pytest_plugins = ("tests.installworld",)
+
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -313,3 +313,21 @@ def test_cli_bad_model_config_and_missing_matplotlib(fake_cli, capsys, tmp_path,
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     code, _out, err = run_cli(capsys, "bench", "--plot", str(tmp_path / "x.png"))
     assert code == 2 and "pip install 'attn-install[plot]'" in err
+
+
+def test_real_h200_bench_run_recommends_the_measured_winner():
+    """`attn-install bench --json` as run by attn-install on the device H200 (B=4 S=4096, torch
+    2.11.0+cu130, FA3 built by `attn-install install flash_attention_3`): the plan's pick is the
+    fastest measured fwd+bwd, i.e. >= 95 % of the best viable backend (issue acceptance)."""
+    from pathlib import Path
+
+    from attn_installer.facts import load_facts
+
+    rec = b.load_cached(FIXTURES / "bench/h200-device-bench.json")
+    assert rec is not None and rec.complete
+    facts = load_facts(Path(FIXTURES / "nvidia/h200-device/probe.json"))
+    facts = dataclasses.replace(facts, packages={**facts.packages, "flash-attn-3": "3.0.0b1"})
+    p = plan(facts, measured=b.measured_speeds(rec, "full", "nvidia"))
+    best = b.ranked(rec, "fwd_bwd")[0]
+    assert best.backend == p.recommended == "flash_attention_3"
+    assert p.backend("sdpa").reasons[-1].startswith("measured: 3.74 ms fwd+bwd, 1.08x")

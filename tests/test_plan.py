@@ -89,7 +89,7 @@ def test_h200_torch211_fa3_trimmed_build_env():
     assert "FLASH_ATTENTION_DISABLE_HDIM128" not in env and "FLASH_ATTENTION_DISABLE_BACKWARD" not in env
     assert env["CPLUS_INCLUDE_PATH"] == "/usr/local/cuda/include/cccl"
     assert env["FLASH_ATTENTION_OFFLINE_BUILD"] == "TRUE"
-    assert build.argv[1:5] == ("-m", "pip", "wheel", "--no-build-isolation")
+    assert build.argv[1:6] == ("-m", "pip", "wheel", "--verbose", "--no-build-isolation")
     assert build.argv[-1].endswith("/hopper")
     assert fa3.estimate_minutes is not None and fa3.estimate_minutes < 5
     # without --head-dim/--dtype the same build is the full 73-unit one (sm90 only)

@@ -1,0 +1,126 @@
+"""Shared fixtures for the real-install tests: a loopback package index, a matrix pointing at it,
+a fake nvidia-smi printing recorded output, and a virtual environment holding a stand-in torch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, REPO
+from tests.pkgindex import PackageIndex, build_wheel, stand_in_torch
+
+T4_CSV = (FIXTURES / "nvidia/other/nvidia_smi_query_csv_t4.txt").read_text()
+T4_BANNER = (FIXTURES / "nvidia/other/nvidia-smi_banner_tesla-t4_colab_cuda12.2.txt").read_text()
+H200_CSV = (FIXTURES / "nvidia/h200-device/nvidia-smi-query.csv").read_text()
+H200_BANNER = (FIXTURES / "nvidia/h200-device/nvidia-smi.txt").read_text()
+XF = "0.0.32.post2"  # what the plan picks for torch 2.8.0+cu126 (matrices/xformers.toml)
+
+
+def good_xformers(out: Path, requires=("torch==2.8.0", "numpy")) -> Path:
+    return build_wheel(out, "xformers", XF, {
+        "xformers/__init__.py": f"__version__ = {XF!r}\n",
+        "xformers/ops.py": "def memory_efficient_attention(q, k, v, attn_bias=None):\n    raise RuntimeError\n",
+    }, requires)
+
+
+def broken_xformers(out: Path) -> Path:
+    """Imports fail the way a wheel built for another torch does."""
+    return build_wheel(out, "xformers", XF, {
+        "xformers/__init__.py": "",
+        "xformers/ops.py": "raise ImportError('/venv/xformers/_C.so: undefined symbol: _ZN3c104cuda9SetDeviceEi')\n",
+    }, ("torch==2.8.0", "numpy>=2"))
+
+
+@pytest.fixture
+def world(tmp_path, allow_subprocess):
+    """A loopback index, a matrix pointing at it, a fake T4, and a venv holding torch + numpy 1.0."""
+    idx = PackageIndex(tmp_path / "index")
+    wheels = tmp_path / "built"
+    for w in (stand_in_torch(wheels), stand_in_torch(wheels, "2.9.0", "12.6"),
+              build_wheel(wheels, "numpy", "1.0", {"numpy/__init__.py": "__version__ = '1.0'\n"}),
+              build_wheel(wheels, "numpy", "2.0", {"numpy/__init__.py": "__version__ = '2.0'\n"})):
+        idx.add(w)
+    matrices = tmp_path / "matrices"
+    shutil.copytree(REPO / "matrices", matrices)
+    xf = matrices / "xformers.toml"
+    xf.write_text(xf.read_text().replace("https://download.pytorch.org/whl/{flavour}", idx.url + "/whl/{flavour}"))
+    fa = matrices / "flash_attn_wheels.toml"
+    fa.write_text(fa.read_text().replace("https://github.com/", idx.url + "/"))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name, text in (("t4.csv", T4_CSV), ("t4.txt", T4_BANNER), ("h200.csv", H200_CSV), ("h200.txt", H200_BANNER)):
+        (tmp_path / name).write_text(text)
+    smi = bindir / "nvidia-smi"
+    smi.write_text(f"""#!/bin/sh
+gpu=${{FAKE_GPU:-t4}}
+case "$1" in
+  --query-gpu=*) cat {tmp_path}/$gpu.csv ;;
+  -q) exit 9 ;;
+  *) cat {tmp_path}/$gpu.txt ;;
+esac
+""")
+    smi.chmod(0o755)
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py = str(env_dir / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "CUDA", "VIRTUAL_ENV", "PYTHON"))}
+    env.update({
+        "PATH": f"{bindir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin",
+        "PIP_INDEX_URL": idx.url + "/simple", "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_CACHE_DIR": str(tmp_path / "pipcache"),
+        "ATTN_INSTALL_MATRIX_DIR": str(matrices), "ATTN_INSTALL_CACHE": str(tmp_path / "cache"),
+        "ATTN_INSTALL_NO_NVML": "1", "HOME": str(tmp_path), "PYTHONPATH": str(REPO),
+    })
+    subprocess.run([py, "-m", "pip", "install", "-q", "torch==2.8.0+cu126", "numpy==1.0"], env=env, check=True,
+                   capture_output=True)
+
+    class World:
+        pass
+
+    w = World()
+    w.idx, w.env, w.py, w.tmp, w.wheels, w.matrices = idx, env, py, tmp_path, wheels, matrices
+    yield w
+    idx.close()
+
+
+def run(w, *args, env=None, timeout=180):
+    return subprocess.run([sys.executable, "-m", "attn_installer", *args], env=env or w.env, cwd=w.tmp,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def freeze(w) -> str:
+    return subprocess.run([w.py, "-m", "pip", "freeze", "--all"], env=w.env, capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.fixture(scope="session")
+def deps_house(tmp_path_factory):
+    """attn-install's own dependencies as wheels, repacked from this environment (no network)."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    from attn_installer.envstate import repack
+    from attn_installer.runner import SubprocessRunner
+
+    house = tmp_path_factory.mktemp("deps")
+    todo, seen = ["attn-install"], set()
+    while todo:
+        name = todo.pop()
+        key = name.lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        for raw in md.requires(name) or ():
+            req = Requirement(raw)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+        if key != "attn-install":
+            repack(SubprocessRunner(), sys.executable, name, house)
+    return house
