@@ -135,6 +135,17 @@ def torch_pins(facts: Facts) -> list[str]:
 # --------------------------------------------------------------------------- steps
 
 
+@dataclass(frozen=True)
+class _Steps:
+    """A viable candidate's steps, the compile units a source build runs, and for source builds
+    the wheel-cache folder of its build key."""
+
+    steps: list[Step]
+    units: int = 0
+    wheel_cache: Optional[str] = None
+    key: dict[str, Any] = field(default_factory=dict)
+
+
 def _python(facts: Facts, request: Request) -> str:
     return request.python or facts.python.executable or "python"
 
@@ -183,34 +194,34 @@ def _install_step(facts: Facts, request: Request, description: str, *args: str, 
     return Step(_install_argv(facts, request, *args, deps=deps), {}, description, kind, writes=writes, **kw)
 
 
-def _steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) -> tuple[list[Step], int]:
-    """Steps for a viable candidate, and the compile units a source build will run."""
+def _steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) -> _Steps:
+    """Steps for a viable candidate (see _Steps)."""
     b = c.backend
     if c.method == "wheel" and c.wheel is not None:
         w = c.wheel
         if request.wheelhouse:
             local = posixpath.join(request.wheelhouse, w.filename)
-            return [_install_step(facts, request, f"install {w.filename} from the wheelhouse", local,
-                                  dest=local, sha256=w.sha256)], 0
+            return _Steps([_install_step(facts, request, f"install {w.filename} from the wheelhouse", local,
+                                  dest=local, sha256=w.sha256)])
         dest = posixpath.join(request.cache_dir.rstrip("/"), "downloads", w.filename)
-        return [_install_step(facts, request,
+        return _Steps([_install_step(facts, request,
                               f"download {w.filename} (flash-attn {w.release} release wheel; existence "
                               "checked first, sha256 checked where known) and install it", dest,
-                              kind="download", url=w.url, dest=dest, sha256=w.sha256)], 0
+                              kind="download", url=w.url, dest=dest, sha256=w.sha256)])
     if c.method == "pypi" and c.xformers is not None:
         flavour = facts.torch.flavour if facts.torch else "cpu"
         index = matrix.xformers_index_url.format(flavour=flavour)
         where = "the wheelhouse" if request.wheelhouse else f"the {flavour} index"
-        return [_install_step(facts, request, f"install xformers {c.xformers.version} from {where} "
-                              "with torch pinned", f"xformers=={c.xformers.version}", "--index-url", index)], 0
+        return _Steps([_install_step(facts, request, f"install xformers {c.xformers.version} from {where} "
+                              "with torch pinned", f"xformers=={c.xformers.version}", "--index-url", index)])
     if c.method == "pypi":
         extra = "[cu13]" if facts.torch and facts.torch.cuda and Version(facts.torch.cuda).major >= 13 else ""
         where = "the wheelhouse" if request.wheelhouse else "PyPI"
-        return [_install_step(facts, request, f"install {b.distribution}{extra} from {where} with torch pinned",
-                              "--pre", f"{b.distribution}{extra}")], 0
+        return _Steps([_install_step(facts, request, f"install {b.distribution}{extra} from {where} with torch pinned",
+                              "--pre", f"{b.distribution}{extra}")])
     if c.method == "source" and c.source is not None:
         return _source_steps(c, facts, matrix, request)
-    return [], 0
+    return _Steps([])
 
 
 def _fmt_archs(archs: tuple[str, ...], template: str) -> str:
@@ -261,7 +272,7 @@ def _key_digest(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) -> tuple[list[Step], int]:
+def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) -> _Steps:
     sb = c.source
     assert sb is not None
     vendor = "amd" if c.backend.vendor == "amd" else "nvidia"
@@ -319,7 +330,7 @@ def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) 
                                "--no-index", "--find-links", wheels, deps=False))
     # NVIDIA kernels are compiled once per arch; ROCm and Triton counts are already per build
     per_arch = max(1, sum(a.startswith("sm_") for a in archs)) if sb.compile_units else 1
-    return steps, units * per_arch
+    return _Steps(steps, units * per_arch, wheels, bkey)
 
 
 # --------------------------------------------------------------------------- ranking and config
@@ -436,10 +447,7 @@ def make_plan(facts: Facts, matrix: Matrix, request: Request) -> Plan:
     candidates = {b.name: resolve_backend(b, facts, matrix, request, blockers) for b in matrix.backends}
     plans: dict[str, BackendPlan] = {}
     for name, c in candidates.items():
-        steps: list[Step] = []
-        units = 0
-        if c.viable:
-            steps, units = _steps(c, facts, matrix, request)
+        planned = _steps(c, facts, matrix, request) if c.viable else _Steps([])
         b = c.backend
         download = None
         if c.wheel is not None:
@@ -449,11 +457,11 @@ def make_plan(facts: Facts, matrix: Matrix, request: Request) -> Plan:
             warnings.append(f"{name} fits GPU {keep} only; set CUDA_VISIBLE_DEVICES={keep} to use it there")
         plans[name] = BackendPlan(
             name=name, title=b.title, attn_implementation=b.attn_implementation, viable=c.viable,
-            reasons=tuple(c.reasons), method=c.method if c.viable else None, steps=tuple(steps),
-            warnings=tuple(c.warnings), estimate_minutes=estimate_minutes(c, units) if c.viable else None,
+            reasons=tuple(c.reasons), method=c.method if c.viable else None, steps=tuple(planned.steps),
+            warnings=tuple(c.warnings), estimate_minutes=estimate_minutes(c, planned.units) if c.viable else None,
             installed_version=c.installed_version, distribution=b.distribution,
             import_name=b.import_name, packing=b.packing, runtime_env=dict(b.runtime_env),
-            download=download, wheel_cache=_wheel_cache(steps), key=_step_key(c, facts, request, steps))
+            download=download, wheel_cache=planned.wheel_cache, key=planned.key)
     order = _order(facts, matrix)
     if request.measured:
         order = _measured_order(order, plans, request.measured)
@@ -488,21 +496,6 @@ def make_plan(facts: Facts, matrix: Matrix, request: Request) -> Plan:
     return Plan(recommended=recommended, backends=tuple(ranked), config=config,
                 blockers=tuple(blockers), warnings=tuple(warnings), workload=request.workload,
                 config_comments=tuple(comments), runtime_env=runtime_env, dtype=dtype)
-
-
-def _wheel_cache(steps: list[Step]) -> Optional[str]:
-    build = next((s for s in steps if s.kind == "build"), None)
-    if build is None:
-        return None
-    return build.argv[build.argv.index("--wheel-dir") + 1]
-
-
-def _step_key(c: Candidate, facts: Facts, request: Request, steps: list[Step]) -> dict[str, Any]:
-    build = next((s for s in steps if s.kind == "build"), None)
-    if build is None or c.source is None:
-        return {}
-    vendor = "amd" if c.backend.vendor == "amd" else "nvidia"
-    return build_key(c, facts, build_archs(facts, request, vendor), dict(build.env))
 
 
 def _minutes(m: Optional[float]) -> str:
