@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from packaging.version import Version
+
 from attn_installer.download import DownloadError, check_exists, fetch, sha256_of
 from attn_installer.envstate import EnvLock, EnvState, canonical, diff, read_state, repack
 from attn_installer.errors import InstallError, InterruptedError_
@@ -211,7 +213,7 @@ class Installer:
 
     def _preview(self, step: Step, state: EnvState) -> list[tuple[str, str]]:
         """(name, version) pip would install for this step; nothing is changed."""
-        if state.pip is None or _vt(state.pip) < (22, 2):
+        if state.pip is None or Version(state.pip) < Version("22.2"):
             self.say("  (pip < 22.2 or absent: no preview; replaced packages come back from the index)")
             return []
         rest = _install_args(step.argv)
@@ -235,7 +237,7 @@ class Installer:
             msg += f"\n  full log: {self.opts.log_path}"
         return _StepFailed(msg, hint)
 
-    def _run(self, step: Step, before: dict[str, str]) -> Completed:
+    def _run(self, step: Step) -> Completed:
         env = _env(step)
         start = time.monotonic()
         estimate = self.opts.estimate_minutes
@@ -346,7 +348,7 @@ class Installer:
         with EnvLock(first.prefix, self.opts.cache_dir, self.opts.lock_wait, self.say):
             before = self._state()
             try:
-                self._steps(bp, before, out)
+                after = self._steps(bp, before, out)
                 if self.opts.build_only:
                     out.ok, out.state = True, "built"
                     return out
@@ -359,7 +361,6 @@ class Installer:
                     if not res.ok:
                         raise _StepFailed(f"verification of {bp.name} failed: {res.detail}",
                                           find_hint(res.detail, self.hints, {}))
-                after = self._state()
                 out.changed = {n: list(v) for n, v in diff(before.packages, after.packages).items()}
                 out.ok = True
                 ver = "verified" if out.verify and out.verify.status == "passed" else (
@@ -384,7 +385,8 @@ class Installer:
         finally:
             signal.signal(signal.SIGINT, old)
 
-    def _steps(self, bp: BackendPlan, before: EnvState, out: Outcome) -> None:
+    def _steps(self, bp: BackendPlan, before: EnvState, out: Outcome) -> EnvState:
+        """Run the steps; the environment's state after the last one (read after each install)."""
         cached = self._cached_wheel(bp)
         if cached is not None:
             self.say(f"  wheel cache hit: {cached} (same build key); skipping fetch and build")
@@ -421,7 +423,7 @@ class Installer:
                     if old is not None and old != version:
                         wheel = repack(self.runner, self.opts.python, name, self.backup_dir)
                         self.say(f"  backed up {name} {old} as {wheel.name} (replaced by {version})")
-            done = self._run(step, current.packages)
+            done = self._run(step)
             rec.returncode, rec.seconds = done.returncode, done.seconds
             if not done.ok:
                 rec.status = "failed"
@@ -442,6 +444,7 @@ class Installer:
         if cached is not None:
             out.built_wheel = str(cached)
             self._export(cached, bp)
+        return current
 
 
 def install_backend(bp: BackendPlan, runner: Runner, hints: tuple[Hint, ...], opts: Options,
@@ -482,14 +485,6 @@ def _rollback_state(rb: dict[str, Any]) -> str:
         return "the environment was restored exactly as before"
     return ("the environment could NOT be fully restored; differences from before: "
             + json.dumps(rb.get("differences", {})) + "; not restored: " + ", ".join(rb.get("not_restored", [])))
-
-
-def _vt(v: str) -> tuple[int, ...]:
-    parts = []
-    for p in v.split(".")[:2]:
-        m = re.match(r"\d+", p)
-        parts.append(int(m.group()) if m else 0)
-    return tuple(parts)
 
 
 def _mmss(seconds: float) -> str:
