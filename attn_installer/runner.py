@@ -113,9 +113,7 @@ class SubprocessRunner:
                 try:
                     out, err = proc.communicate(timeout=timeout)
                 except KeyboardInterrupt:
-                    _kill_group(proc)
-                    proc.wait()
-                    self._log("  [interrupted]\n")
+                    self._interrupted(proc)
                     raise
                 except subprocess.TimeoutExpired:
                     _kill_group(proc)
@@ -179,15 +177,19 @@ class SubprocessRunner:
                 self._log("  | " + line)
                 on_line(line.rstrip("\n"))
         except KeyboardInterrupt:
-            _kill_group(proc)
-            proc.wait()
-            self._log("  [interrupted]\n")
+            self._interrupted(proc)
             raise
         rc = proc.wait()
         sel.close()
         stream.close()
         return Completed(args, TIMED_OUT if timed_out else rc, "".join(lines), "",
                          time.monotonic() - start, timed_out=timed_out)
+
+    def _interrupted(self, proc: subprocess.Popen[str]) -> None:
+        """Ctrl-C: the command runs in its own session, so it and its children are ended here."""
+        _kill_group(proc)
+        proc.wait()
+        self._log("  [interrupted]\n")
 
     def _record(self, done: Completed, streamed: bool) -> None:
         if self.log_path is None:
