@@ -112,15 +112,22 @@ def _json_line(out: str) -> dict[str, object]:
     raise ValueError("no JSON line")
 
 
-def read_state(runner: Runner, python: str) -> EnvState:
-    """The installed distributions of the target environment, as its interpreter sees them."""
+def _run_snippet(runner: Runner, python: str, snippet: str, args: tuple[str, ...], failing: str) -> str:
+    """Run a snippet in the target interpreter from an empty directory; its stdout, or
+    InstallError("<failing>: <last line>")."""
     with tempfile.TemporaryDirectory(prefix="attn-install-") as tmp:
-        done = runner.run((python, "-c", STATE_SNIPPET), timeout=TIMEOUT, cwd=Path(tmp))
+        done = runner.run((python, "-c", snippet, *args), timeout=TIMEOUT, cwd=Path(tmp))
     if not done.ok:
         last = done.output.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-        raise InstallError(f"cannot read the environment of {python}: {last[0]}")
+        raise InstallError(f"{failing}: {last[0]}")
+    return done.stdout
+
+
+def read_state(runner: Runner, python: str) -> EnvState:
+    """The installed distributions of the target environment, as its interpreter sees them."""
+    out = _run_snippet(runner, python, STATE_SNIPPET, (), f"cannot read the environment of {python}")
     try:
-        d = _json_line(done.stdout)
+        d = _json_line(out)
         packages = d["packages"]
         assert isinstance(packages, dict)
         return EnvState(str(d["prefix"]), str(d["executable"]),
@@ -139,12 +146,9 @@ def diff(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple[Optio
 def repack(runner: Runner, python: str, name: str, outdir: Path) -> Path:
     """Rebuild the installed distribution ``name`` as a wheel in ``outdir`` (for an exact restore)."""
     outdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="attn-install-") as tmp:
-        done = runner.run((python, "-c", REPACK_SNIPPET, name, str(outdir)), timeout=TIMEOUT, cwd=Path(tmp))
-    if not done.ok:
-        last = done.output.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-        raise InstallError(f"cannot back up {name} before replacing it: {last[0]}")
-    return Path(str(_json_line(done.stdout)["wheel"]))
+    out = _run_snippet(runner, python, REPACK_SNIPPET, (name, str(outdir)),
+                       f"cannot back up {name} before replacing it")
+    return Path(str(_json_line(out)["wheel"]))
 
 
 class EnvLock:
