@@ -545,13 +545,11 @@ def download(backends: tuple[str, ...], facts_file: Path, wheelhouse: Path, work
         raise NoViableBackendError("nothing to download: " + "; ".join(p.blockers or ["no backend fits"]))
     wheelhouse.mkdir(parents=True, exist_ok=True)
     runner = SubprocessRunner(Path(_cache_dir()) / "logs" / "download.log")
-    from attn_installer.matrix import load_matrix  # noqa: PLC0415
-
     for name in chosen:
         bp = p.backend(name)
         if not bp.viable:
             raise NoViableBackendError(f"{name} does not fit that machine: " + "; ".join(bp.reasons))
-        got = download_for_plan(bp, facts, load_matrix(_matrix_dir()), wheelhouse, runner, _say)
+        got = download_for_plan(bp, facts, wheelhouse, runner, _say)
         for line in got:
             click.echo(line)
     click.echo(f"wheelhouse ready: {wheelhouse} (install there with "

@@ -22,7 +22,6 @@ from attn_installer.download import check_exists, fetch
 from attn_installer.envstate import canonical
 from attn_installer.errors import InstallError
 from attn_installer.facts import Facts
-from attn_installer.matrix import Matrix
 from attn_installer.plan import PINNED, BackendPlan
 from attn_installer.runner import Runner
 
@@ -105,7 +104,7 @@ def _metadata_requires(wheel: Path) -> list[str]:
     return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Requires-Dist:")]
 
 
-def download_for_plan(bp: BackendPlan, facts: Facts, matrix: Matrix, wheelhouse: Path, runner: Runner,
+def download_for_plan(bp: BackendPlan, facts: Facts, wheelhouse: Path, runner: Runner,
                       say: Callable[[str], None]) -> list[str]:
     """Download what ``bp`` installs into ``wheelhouse``; one line per wheel or instruction."""
     lines: list[str] = []
