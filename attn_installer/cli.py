@@ -405,12 +405,12 @@ def _install_flow(names: tuple[str, ...], *, python: Optional[str], workload: st
             raise UsageError(f"{bp.name} is not built from source here ({bp.method}: {bp.reasons[-1]}); "
                              "`attn-install build` builds source backends only (uninstall it first to rebuild)")
     if dry_run:
-        from attn_installer.install import describe_steps  # noqa: PLC0415
+        from attn_installer.console import render_steps  # noqa: PLC0415
 
         for bp in plans:
             click.echo(f"{bp.name} ({bp.method}): " + ("nothing to install" if not bp.steps else
                                                        f"{len(bp.steps)} step(s)"))
-            for line in describe_steps(bp):
+            for line in render_steps(bp):
                 click.echo("  " + line)
             if bp.wheel_cache:
                 click.echo(f"  a wheel already in {bp.wheel_cache} (same build key) skips fetch and build")

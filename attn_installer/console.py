@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from attn_installer.facts import Facts
-from attn_installer.plan import Plan
+from attn_installer.plan import BackendPlan, Plan
 from attn_installer.runner import format_argv
 
-__all__ = ["render_facts", "render_plan"]
+__all__ = ["render_facts", "render_plan", "render_steps"]
 
 
 def render_facts(f: Facts) -> str:
@@ -91,3 +91,20 @@ def render_plan(p: Plan, *, verbose: bool = False) -> str:
             out.append(f"\n{b.name}:")
             out.extend(f"  - {r}" for r in b.reasons)
     return "\n".join(out)
+
+
+def render_steps(bp: BackendPlan) -> list[str]:
+    """The dry-run listing: every step's argv, env, download and files, nothing run."""
+    lines = []
+    for i, s in enumerate(bp.steps, 1):
+        lines.append(f"{i}. [{s.kind}] {s.description}")
+        if s.url:
+            lines.append(f"     download {s.url}\n       -> {s.dest}" + (f" (sha256 {s.sha256})" if s.sha256 else ""))
+        elif s.dest:
+            lines.append(f"     needs {s.dest}")
+        for path, content in s.writes.items():
+            lines.append(f"     writes {path}: " + ", ".join(content.split()))
+        for k, v in s.env.items():
+            lines.append(f"     env {k}={v}")
+        lines.append(f"     $ {format_argv(s.argv)}")
+    return lines

@@ -31,7 +31,7 @@ from attn_installer.envstate import EnvLock, EnvState, canonical, diff, read_sta
 from attn_installer.errors import InstallError, InterruptedError_
 from attn_installer.matrix import Hint
 from attn_installer.plan import PINNED, BackendPlan, Step
-from attn_installer.runner import Completed, Runner, format_argv
+from attn_installer.runner import Completed, Runner
 from attn_installer.verify import VerifyResult, verify_backend
 
 __all__ = ["Options", "Outcome", "StepRecord", "find_hint", "install_backend", "pinned_moves"]
@@ -489,20 +489,3 @@ def _rollback_state(rb: dict[str, Any]) -> str:
 
 def _mmss(seconds: float) -> str:
     return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
-
-
-def describe_steps(bp: BackendPlan) -> list[str]:
-    """The dry-run listing: every step's argv, env, download and files, nothing run."""
-    lines = []
-    for i, s in enumerate(bp.steps, 1):
-        lines.append(f"{i}. [{s.kind}] {s.description}")
-        if s.url:
-            lines.append(f"     download {s.url}\n       -> {s.dest}" + (f" (sha256 {s.sha256})" if s.sha256 else ""))
-        elif s.dest:
-            lines.append(f"     needs {s.dest}")
-        for path, content in s.writes.items():
-            lines.append(f"     writes {path}: " + ", ".join(content.split()))
-        for k, v in s.env.items():
-            lines.append(f"     env {k}={v}")
-        lines.append(f"     $ {format_argv(s.argv)}")
-    return lines
