@@ -11,7 +11,7 @@ import difflib
 import functools
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -89,6 +89,12 @@ class Backend:
     runtime_env: Mapping[str, str]
     notes: str
     source: str
+    kernels: Mapping[str, str] = field(default_factory=dict)
+    """The kernel the backend's default entry point (the one axolotl calls) runs per arch."""
+    verify_rel_tol: float = 0.02
+    """Largest relative L2 error of the output against fp32 math SDPA that still passes: bf16 / fp16
+    kernels land between 1e-3 and 1e-2; quantised ones (SageAttention's INT8 QK / FP8 PV) near 3e-2."""
+    verify_min_cosine: float = 0.999
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,11 @@ class SourceBuild:
     compile_units_no_sm80: int
     unit_minutes: float
     source: str
+    units_by_arch: Mapping[str, int] = field(default_factory=dict)
+    """Compile units when they depend on the arch (extensions built only for some archs)."""
+    extensions_by_arch: Mapping[str, int] = field(default_factory=dict)
+    parallel_env: str = ""
+    """Env var that builds that many extensions at once (SageAttention's EXT_PARALLEL)."""
 
 
 @dataclass(frozen=True)
@@ -292,6 +303,13 @@ def _str_map(v: Any) -> dict[str, str]:
     return dict(v)
 
 
+def _int_map(v: Any) -> dict[str, int]:
+    if not isinstance(v, dict) or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                          for x in v.values()):
+        raise _Bad("expected a table of positive integers")
+    return dict(v)
+
+
 def _regex(v: Any) -> re.Pattern[str]:
     try:
         return re.compile(_str(v), re.IGNORECASE)
@@ -395,6 +413,8 @@ _BACKEND: dict[str, Field] = {
     "methods": (_subset(METHODS), True, None),
     "runtime_env": (_str_map, False, {}),
     "notes": (_str, False, ""),
+    "kernels": (_str_map, False, {}),
+    "verify_rel_tol": (_float, False, 0.02), "verify_min_cosine": (_float, False, 0.999),
     "source": (_str, True, None),
 }
 _CUDA_DRIVER: dict[str, Field] = {
@@ -425,6 +445,8 @@ _SOURCE: dict[str, Field] = {
     "env": (_str_map, True, None), "arch_env": (_str_map, True, None),
     "compile_units": (_int, True, None), "compile_units_trimmed": (_int, True, None),
     "compile_units_no_sm80": (_int, False, 0),
+    "units_by_arch": (_int_map, False, {}), "extensions_by_arch": (_int_map, False, {}),
+    "parallel_env": (_str, False, ""),
     "unit_minutes": (_float, True, None), "source": (_str, True, None),
 }
 _BUILD: dict[str, Field] = {
