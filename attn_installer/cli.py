@@ -306,7 +306,9 @@ def verify(backends: tuple[str, ...], python: Optional[str], dtype: Optional[str
     results = []
     for name in names:
         click.echo(f"verifying {name} ...", err=True)
-        res = verify_backend(SubprocessRunner(), exe, name, dtype=dtype or p.dtype or "bf16", head_dim=head_dim)
+        bp = p.backend(name)
+        res = verify_backend(SubprocessRunner(), exe, name, dtype=dtype or p.dtype or "bf16", head_dim=head_dim,
+                             rel_tol=bp.verify_rel_tol, min_cosine=bp.verify_min_cosine)
         results.append(res)
         if not as_json:
             click.echo(f"{name}: {res.status}: {res.detail}")
@@ -439,7 +441,8 @@ def _install_flow(names: tuple[str, ...], *, python: Optional[str], workload: st
         _say(f"{'building' if build_only else 'installing'} {bp.name} ({bp.method}) into {exe}")
         opts = Options(python=exe, cache_dir=cache, verify=verify and not build_only,
                        dtype=p.dtype or "bf16", lock_wait=lock_wait, wheelhouse=wheelhouse,
-                       offline=offline, estimate_minutes=bp.estimate_minutes, log_path=log_path,
+                       offline=offline, estimate_minutes=bp.estimate_minutes,
+                       compile_units=bp.compile_units, log_path=log_path,
                        export_wheelhouse=export, build_only=build_only)
         outcome = install_backend(bp, runner, hints, opts, _say)
         outcomes.append(outcome)

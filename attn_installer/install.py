@@ -13,6 +13,7 @@ Source builds use the same loop: a wheel already built for the same build key (c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import shutil
 import signal
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -54,6 +55,9 @@ class Options:
     offline: bool = False
     stall_seconds: float = 600.0
     estimate_minutes: Optional[float] = None
+    compile_units: int = 0
+    """The plan's count of compile units; progress counts ninja steps against it (a build of several
+    extensions runs one ninja each, so their own [k/N] counters restart)."""
     log_path: Optional[Path] = None
     export_wheelhouse: Optional[Path] = None
     """`attn-install build --wheelhouse`: leave the built wheel (and its key) there."""
@@ -163,6 +167,9 @@ class Installer:
         self.opts = opts
         self.say = say
         self.backup_dir = opts.cache_dir / "backup" / time.strftime("%Y%m%d-%H%M%S")
+        self.same_version: dict[str, Path] = {}
+        """Packages replaced by another build of the same version (a rebuilt wheel): their backups,
+        which a version comparison alone would never put back."""
 
     # ------------------------------------------------------------------ helpers
 
@@ -242,14 +249,16 @@ class Installer:
         start = time.monotonic()
         estimate = self.opts.estimate_minutes
         shown = {"t": 0.0}
+        compiled = {"n": 0}
 
         def on_line(line: str) -> None:
             m = re.match(r"\s*\[(\d+)/(\d+)\]", line)
             now = time.monotonic()
             if m:
-                el = now - start
+                compiled["n"] += 1
+                total = max(self.opts.compile_units, int(m.group(2)), compiled["n"])
                 est = f", estimate {estimate:g} min" if estimate else ""
-                self.say(f"  compiled {m.group(1)}/{m.group(2)} units ({_mmss(el)} elapsed{est})")
+                self.say(f"  compiled {compiled['n']}/{total} units ({_mmss(now - start)} elapsed{est})")
             elif line.startswith(("Collecting", "Downloading", "Installing", "Successfully", "ERROR",
                                   "Building wheel", "Created wheel", "Stored in")):
                 self.say("  " + line.strip()[:160])
@@ -312,12 +321,23 @@ class Installer:
         changes = diff(before.packages, now.packages)
         added = [n for n, (b, _a) in changes.items() if b is None]
         replaced = {n: b for n, (b, _a) in changes.items() if b is not None}
+        rebuilt = {n: w for n, w in self.same_version.items()
+                   if n not in changes and before.packages.get(n) is not None}
         done: dict[str, Any] = {"uninstalled": added, "restored": [], "not_restored": []}
-        if not changes:
+        if not changes and not rebuilt:
             done["exact"] = True
             return done
+        back = [f"{n} {v}" for n, v in replaced.items()] + [f"{n} {before.packages[n]} (the build that was "
+                                                            "there)" for n in rebuilt]
         self.say(f"  restoring the environment: removing {', '.join(added) or 'nothing'}; "
-                 f"putting back {', '.join(f'{n} {v}' for n, v in replaced.items()) or 'nothing'}")
+                 f"putting back {', '.join(back) or 'nothing'}")
+        for name, wheel in rebuilt.items():
+            # by name from the backup folder, not by path: a path install would record a file:// origin
+            r = self.runner.run((self.opts.python, "-m", "pip", "install", "--no-input", "--no-deps",
+                                 "--disable-pip-version-check", "--no-index", "--force-reinstall",
+                                 "--find-links", str(wheel.parent), f"{name}=={before.packages[name]}"),
+                                timeout=PIP_TIMEOUT)
+            (done["restored"] if r.ok else done["not_restored"]).append(f"{name}=={before.packages[name]}")
         if added:
             self.runner.run((self.opts.python, "-m", "pip", "uninstall", "-y", "--disable-pip-version-check",
                              *added), timeout=PIP_TIMEOUT)
@@ -336,7 +356,7 @@ class Installer:
             (done["restored"] if r.ok else done["not_restored"]).append(f"{name}=={version}")
         final = self._state()
         left = diff(before.packages, final.packages)
-        done["exact"] = not left
+        done["exact"] = not left and not done["not_restored"]
         done["differences"] = {n: list(v) for n, v in left.items()}
         return done
 
@@ -356,7 +376,8 @@ class Installer:
                     self.say(f"verifying {bp.name} (forward + backward against math SDPA) ...")
                     res = verify_backend(self.runner, self.opts.python, bp.name, dtype=self.opts.dtype,
                                          head_dim=self.opts.head_dim,
-                                         env={**os.environ, **bp.runtime_env} if bp.runtime_env else None)
+                                         env={**os.environ, **bp.runtime_env} if bp.runtime_env else None,
+                                         rel_tol=bp.verify_rel_tol, min_cosine=bp.verify_min_cosine)
                     out.verify = res
                     if not res.ok:
                         raise _StepFailed(f"verification of {bp.name} failed: {res.detail}",
@@ -420,8 +441,14 @@ class Installer:
                                       "(attn-install never moves torch)")
                 for name, version in would:
                     old = current.packages.get(name)
-                    if old is not None and old != version:
-                        wheel = repack(self.runner, self.opts.python, name, self.backup_dir)
+                    if old is None or name in self.same_version:
+                        continue
+                    wheel = repack(self.runner, self.opts.python, name, self.backup_dir)
+                    if old == version:
+                        self.same_version[name] = wheel
+                        self.say(f"  backed up {name} {old} as {wheel.name} (replaced by another build "
+                                 "of the same version)")
+                    else:
                         self.say(f"  backed up {name} {old} as {wheel.name} (replaced by {version})")
             done = self._run(step)
             rec.returncode, rec.seconds = done.returncode, done.seconds
@@ -451,7 +478,32 @@ def install_backend(bp: BackendPlan, runner: Runner, hints: tuple[Hint, ...], op
                     say: Say = lambda _m: None) -> Outcome:
     """Install (or build) one backend; never raises for a failed step (see Outcome.ok),
     raises InterruptedError_ on Ctrl-C after restoring, BusyError when the lock is held."""
+    if bp.source_dir and bp.key:
+        bp = replace(bp, key={**bp.key, "source_tree": tree_digest(Path(bp.source_dir))})
     return Installer(runner, hints, opts, say).install(bp)
+
+
+_NOT_SOURCE = {".git", "build", "dist", "__pycache__", ".eggs"}
+
+
+def tree_digest(root: Path) -> str:
+    """sha256 over the relative paths and contents of a checkout's regular files, leaving out build
+    outputs and symlinks (the FA3 steps link the local CUDA into the tree): two copies of the same
+    sources on two nodes agree, an edited file or another revision does not."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _NOT_SOURCE and not d.endswith(".egg-info")
+                             and not Path(dirpath, d).is_symlink())
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            if path.is_symlink() or not path.is_file():
+                continue
+            h.update(path.relative_to(root).as_posix().encode() + b"\0")
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            h.update(b"\0")
+    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- small pure helpers

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import posixpath
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
@@ -86,6 +87,13 @@ class BackendPlan:
     """Source builds: the cache folder for this build key; a wheel there skips fetch + build."""
     key: dict[str, Any] = field(default_factory=dict)
     """Source builds: what the built wheel depends on (backend ref, torch, CUDA, ABI, Python, archs, env)."""
+    compile_units: int = 0
+    """Source builds: compile units (ninja steps, all extensions together) the build runs."""
+    source_dir: Optional[str] = None
+    """``--source DIR``: the user's checkout; the installer adds its content digest to the build key
+    (a patched fork or another revision must not get the pinned ref's cached wheel)."""
+    verify_rel_tol: float = 0.02
+    verify_min_cosine: float = 0.999
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +103,8 @@ class BackendPlan:
             "estimate_minutes": self.estimate_minutes, "installed_version": self.installed_version,
             "distribution": self.distribution or None, "runtime_env": dict(self.runtime_env),
             "download": self.download, "wheel_cache": self.wheel_cache, "build_key": self.key or None,
+            "compile_units": self.compile_units or None,
+            "verify": {"rel_tol": self.verify_rel_tol, "min_cosine": self.verify_min_cosine},
         }
 
 
@@ -144,6 +154,11 @@ class _Steps:
     units: int = 0
     wheel_cache: Optional[str] = None
     key: dict[str, Any] = field(default_factory=dict)
+    archs: int = 1
+    """NVIDIA archs a source build compiles every unit for (time scales with it)."""
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def _python(facts: Facts, request: Request) -> str:
@@ -256,10 +271,12 @@ def fa3_trim_env(matrix: Matrix, request: Request, archs: tuple[str, ...]) -> tu
 
 
 def build_key(c: Candidate, facts: Facts, archs: tuple[str, ...], env: dict[str, str]) -> dict[str, Any]:
-    """Everything a built wheel depends on; two builds with the same key give the same wheel."""
+    """Everything a built wheel depends on; two builds with the same key give the same wheel
+    (parallelism settings are left out: they change how long a build takes, not what it makes)."""
     assert c.source is not None
     t = facts.torch
-    relevant = {k: v for k, v in env.items() if k not in ("MAX_JOBS", "NVCC_THREADS")}
+    speed_only = {"MAX_JOBS", "NVCC_THREADS", c.source.parallel_env}
+    relevant = {k: v for k, v in env.items() if k not in speed_only}
     return {
         "backend": c.backend.name, "repo": c.source.repo, "ref": c.source.ref,
         "torch": t.version if t else None, "cuda": t.cuda if t else None, "hip": t.hip if t else None,
@@ -283,6 +300,14 @@ def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) 
     steps: list[Step] = []
     if request.source_dir:
         src = request.source_dir
+    elif _COMMIT.fullmatch(sb.ref):
+        # a commit is not a branch or tag: `clone --branch` cannot take it, a fetch by id can
+        src = posixpath.join(cache, "src", f"{c.backend.name}-{sb.ref[:12]}")
+        steps.append(Step(("git", "init", "-q", src), {}, f"make {src} for the pinned commit", "fetch"))
+        steps.append(Step(("git", "-C", src, "fetch", "-q", "--depth", "1", sb.repo, sb.ref), {},
+                          f"fetch {sb.repo} at the pinned commit {sb.ref[:12]}", "fetch"))
+        steps.append(Step(("git", "-C", src, "checkout", "-q", "--detach", "FETCH_HEAD"), {},
+                          f"check out {sb.ref[:12]}", "fetch"))
     else:
         src = posixpath.join(cache, "src", f"{c.backend.name}-{sb.ref}")
         steps.append(Step(("git", "clone", "--depth", "1", "--branch", sb.ref, sb.repo, src), {},
@@ -298,7 +323,14 @@ def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) 
         env["NVCC_THREADS"] = str(res.nvcc_threads)
     for key, template in sb.arch_env.items():
         env[key] = _fmt_archs(archs, template)
-    units = sb.compile_units
+    nv_archs = [a for a in archs if a.startswith("sm_")]
+    units = max((sb.units_by_arch.get(a, sb.compile_units) for a in nv_archs), default=sb.compile_units) \
+        if sb.units_by_arch else sb.compile_units
+    if sb.parallel_env and sb.extensions_by_arch and res is not None:
+        # every extension's ninja gets MAX_JOBS; building them all at once keeps within the planned
+        # memory only when MAX_JOBS covers every unit of every extension together
+        exts = max((sb.extensions_by_arch.get(a, 1) for a in nv_archs), default=1)
+        env[sb.parallel_env] = str(exts if res.max_jobs >= units else 1)
     build_dir = posixpath.join(src, sb.subdir) if sb.subdir else src
     if c.backend.name == "flash_attention_3":
         trims, trimmed = fa3_trim_env(matrix, request, archs)
@@ -321,16 +353,17 @@ def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) 
         env.setdefault("CUDA_HOME", facts.toolkit.cuda_home)
     env = dict(sorted(env.items()))
     bkey = build_key(c, facts, archs, env)
+    if request.source_dir:
+        # another checkout builds into its own cache folder; the installer adds its content digest
+        bkey["source_dir"] = request.source_dir
     wheels = posixpath.join(cache, "wheels", f"{c.backend.name}-{_key_digest(bkey)}")
     steps.append(Step((py, "-m", "pip", "wheel", "--verbose", "--no-build-isolation", "--no-deps", "--no-input",
                        "--disable-pip-version-check", "--wheel-dir", wheels, build_dir), env,
                       f"build a {c.backend.distribution} wheel for {', '.join(archs)}", "build"))
     steps.append(_install_step(facts, request, "install the built wheel (cached for the next install with "
                                "the same build key)", c.backend.distribution,
-                               "--no-index", "--find-links", wheels, deps=False))
-    # NVIDIA kernels are compiled once per arch; ROCm and Triton counts are already per build
-    per_arch = max(1, sum(a.startswith("sm_") for a in archs)) if sb.compile_units else 1
-    return _Steps(steps, units * per_arch, wheels, bkey)
+                               "--no-index", "--find-links", wheels, "--force-reinstall", deps=False))
+    return _Steps(steps, units, wheels, bkey, max(1, len(nv_archs)) if sb.compile_units else 1)
 
 
 # --------------------------------------------------------------------------- ranking and config
@@ -458,10 +491,13 @@ def make_plan(facts: Facts, matrix: Matrix, request: Request) -> Plan:
         plans[name] = BackendPlan(
             name=name, title=b.title, attn_implementation=b.attn_implementation, viable=c.viable,
             reasons=tuple(c.reasons), method=c.method if c.viable else None, steps=tuple(planned.steps),
-            warnings=tuple(c.warnings), estimate_minutes=estimate_minutes(c, planned.units) if c.viable else None,
+            warnings=tuple(c.warnings),
+            estimate_minutes=estimate_minutes(c, planned.units * planned.archs) if c.viable else None,
             installed_version=c.installed_version, distribution=b.distribution,
             import_name=b.import_name, packing=b.packing, runtime_env=dict(b.runtime_env),
-            download=download, wheel_cache=planned.wheel_cache, key=planned.key)
+            download=download, wheel_cache=planned.wheel_cache, key=planned.key, compile_units=planned.units,
+            source_dir=request.source_dir if c.method == "source" else None,
+            verify_rel_tol=b.verify_rel_tol, verify_min_cosine=b.verify_min_cosine)
     order = _order(facts, matrix)
     if request.measured:
         order = _measured_order(order, plans, request.measured)

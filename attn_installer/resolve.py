@@ -427,15 +427,23 @@ def _fit_reason(b: Backend, facts: Facts) -> str:
     assert t is not None
     if not facts.gpus:
         return f"{b.name} runs without a GPU (torch {t.version})"
-    archs = ", ".join(dict.fromkeys(g.arch for g in facts.gpus))
+    archs = list(dict.fromkeys(g.arch for g in facts.gpus))
     rule = b.nvidia_sm.text if facts.gpus[0].vendor == "nvidia" else ", ".join(b.amd_gfx)
-    return f"{archs} fits {b.name} ({rule}); torch {t.version}, Python {facts.python.version}"
+    reason = f"{', '.join(archs)} fits {b.name} ({rule}); torch {t.version}, Python {facts.python.version}"
+    kernels = [f"{b.kernels[a]} on {a}" for a in archs if a in b.kernels]
+    if kernels:
+        reason += f"; the config's entry point runs {', '.join(kernels)} (verification calls the same)"
+    return reason
 
 
 def _choose_method(c: Candidate, facts: Facts, matrix: Matrix, request: Request) -> None:
     b = c.backend
     tried: list[str] = []
-    for method in b.methods:
+    methods = b.methods
+    if request.source_dir and "source" in methods:
+        # --source DIR asks for a build of that checkout, even over an installed copy
+        methods = ("source",)
+    for method in methods:
         if method == "builtin":
             c.method = "builtin"
             c.reasons.append(f"part of torch {facts.torch.version if facts.torch else ''}: nothing to install")

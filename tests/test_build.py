@@ -7,6 +7,8 @@ round trip works, and a build killed for memory gets the MAX_JOBS hint."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,14 +19,26 @@ from tests.installworld import freeze, run
 SETUP = '''
 import os, sys
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 if os.environ.get("FAKE_OOM"):
     print("gcc: fatal error: Killed signal terminated program cc1plus", flush=True)
     sys.exit(137)
-print("[1/2] compiling _C.c", flush=True)
-with open("sageattention/build_env.py", "w") as fh:
-    fh.write(f"MAX_JOBS = {os.environ.get('MAX_JOBS')!r}\\nARCHS = {os.environ.get('TORCH_CUDA_ARCH_LIST')!r}\\n")
-print("[2/2] linking", flush=True)
-setup(name="sageattention", version="2.2.0", packages=["sageattention"],
+# two extensions, one ninja each (as SageAttention's setup.py runs them): the counters restart
+for ext in ("_qattn", "_fused"):
+    print(f"[1/2] compiling {ext}.cu", flush=True)
+    print(f"[2/2] compiling {ext}_pybind.cpp", flush=True)
+
+
+class BuildPy(build_py):  # what the build saw goes into the wheel, not into the source tree
+    def run(self):
+        super().run()
+        with open(os.path.join(self.build_lib, "sageattention", "build_env.py"), "w") as fh:
+            env = os.environ.get
+            fh.write(f"MAX_JOBS = {env('MAX_JOBS')!r}\\nARCHS = {env('TORCH_CUDA_ARCH_LIST')!r}\\n"
+                     f"EXT_PARALLEL = {env('EXT_PARALLEL')!r}\\n")
+
+
+setup(name="sageattention", version="2.2.0", packages=["sageattention"], cmdclass={"build_py": BuildPy},
       ext_modules=[Extension("sageattention._C", ["csrc/_C.c"])])
 '''
 
@@ -51,8 +65,13 @@ def sage_repo(world):
     git("add", "-A", cwd=src)
     git("commit", "-qm", "v2.2.0", cwd=src)
     git("tag", "v2.2.0", cwd=src)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    # the pinned commit of the real row is replaced by this repo's commit (fetched by id, not by tag)
     sources = world.matrices / "sources.toml"
-    sources.write_text(sources.read_text().replace("https://github.com/thu-ml/SageAttention.git", f"file://{src}"))
+    text = sources.read_text().replace("https://github.com/thu-ml/SageAttention.git", f"file://{src}")
+    text = re.sub(r'(backend = "sage"\n.*?\nref = )"[0-9a-f]{40}"', rf'\g<1>"{commit}"', text, flags=re.S)
+    sources.write_text(text.replace("sm_90 = 14", "sm_90 = 4"))
     import sys
 
     from attn_installer.envstate import repack
@@ -75,15 +94,17 @@ def test_source_build_env_progress_cache_and_wheelhouse(world, sage_repo):
     args = ("install", "sage", "--workload", "lora", "--python", world.py, "--yes")
     r = run(world, *args, "--report", "report.json")
     assert r.returncode == 0, r.stderr
-    assert "compiled 1/2 units" in r.stderr and "compiled 2/2 units" in r.stderr
+    assert "compiled 1/4 units" in r.stderr and "compiled 4/4 units" in r.stderr
+    assert "fetch file://" in r.stderr or "pinned commit" in r.stderr
     assert "sageattention==2.2.0" in freeze(world)
     built = subprocess.run([world.py, "-I", "-c", "import sageattention.build_env as b, sageattention as s; "
-                            "print(b.MAX_JOBS, b.ARCHS, s.ok())"], cwd=world.tmp, env=world.env,
+                            "print(b.MAX_JOBS, b.ARCHS, b.EXT_PARALLEL, s.ok())"], cwd=world.tmp, env=world.env,
                            capture_output=True, text=True, check=True).stdout.split()
     plan_env = next(s for s in json.loads((world.tmp / "report.json").read_text())["plan"]["backends"]
                     if s["name"] == "sage")["steps"]
     build_env = next(s for s in plan_env if s["kind"] == "build")["env"]
-    assert built == [build_env["MAX_JOBS"], "9.0", "True"]  # the plan's MAX_JOBS and arch list reached setup.py
+    # the plan's MAX_JOBS, arch list and extension parallelism reached setup.py
+    assert built == [build_env["MAX_JOBS"], "9.0", build_env["EXT_PARALLEL"], "True"]
     # same build key: the second install takes the cached wheel, no clone, no compile
     subprocess.run([world.py, "-m", "pip", "uninstall", "-y", "-q", "sageattention"], env=world.env, check=True)
     again = run(world, *args)
@@ -118,3 +139,49 @@ def test_preflight_errors_before_any_work(world, sage_repo):
     r = run(world, "install", "sage", "--workload", "lora", "--python", world.py, "--yes")
     assert r.returncode == 6 and "nvcc 13.0 and torch's CUDA 12.6 differ in major version" in r.stderr
     assert not Path(world.env["ATTN_INSTALL_CACHE"], "src").exists()  # nothing was cloned
+
+
+def test_a_source_checkout_is_keyed_by_its_content(world, sage_repo):
+    """--source DIR: a copy of the same sources reuses the cached wheel (another node, another path);
+    an edited file (a patched fork) is built again instead of getting the cached wheel."""
+    mine = world.tmp / "my-checkout"
+    shutil.copytree(sage_repo, mine, ignore=shutil.ignore_patterns(".git"))
+    args = ("install", "sage", "--workload", "lora", "--python", world.py, "--yes", "--source", str(mine))
+    first = run(world, *args)
+    assert first.returncode == 0 and "compiled 4/4 units" in first.stderr, first.stderr
+
+    def uninstall():
+        subprocess.run([world.py, "-m", "pip", "uninstall", "-y", "-q", "sageattention"], env=world.env, check=True)
+
+    uninstall()
+    again = run(world, *args)
+    assert again.returncode == 0 and "wheel cache hit" in again.stderr and "compiled" not in again.stderr
+    # still installed: --source asks for a build of the checkout, not "already in place"
+    init = mine / "sageattention/__init__.py"
+    init.write_text(init.read_text() + "PATCHED = True\n")
+    patched = run(world, *args)
+    assert patched.returncode == 0 and "wheel cache hit" not in patched.stderr
+    assert "compiled 4/4 units" in patched.stderr
+    out = subprocess.run([world.py, "-I", "-c", "import sageattention; print(sageattention.PATCHED)"],
+                         cwd=world.tmp, env=world.env, capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr
+
+
+def test_a_same_version_rebuild_that_fails_verification_puts_the_old_build_back(world, sage_repo):
+    """The v2.2.0 tag vs the pinned commit on the H200: same name, same version, another build. A
+    version-only rollback would leave the broken build installed; the backup wheel must go back."""
+    args = ("install", "sage", "--workload", "lora", "--python", world.py, "--yes")
+    assert run(world, *args).returncode == 0
+    before = freeze(world)
+    broken = world.tmp / "tag-checkout"
+    shutil.copytree(sage_repo, broken, ignore=shutil.ignore_patterns(".git"))
+    (broken / "sageattention/__init__.py").write_text("raise ImportError('wrong build')\n")
+    r = run(world, *args, "--source", str(broken), "--report", "report.json")
+    assert r.returncode == 8 and "verification of sage failed: import sageattention failed" in r.stderr
+    assert "replaced by another build of the same version" in r.stderr
+    assert "restored exactly as before" in r.stderr and freeze(world) == before
+    (res,) = json.loads((world.tmp / "report.json").read_text())["results"]
+    assert res["rollback"]["restored"] == ["sageattention==2.2.0"] and res["rollback"]["exact"] is True
+    ok = subprocess.run([world.py, "-I", "-c", "import sageattention; print(sageattention.ok())"],
+                        cwd=world.tmp, env=world.env, capture_output=True, text=True)
+    assert ok.stdout.strip() == "True", ok.stderr  # the good build is back, not just its version
