@@ -408,12 +408,16 @@ class Bench:
                 fa = load("flash_attn.cute", "flash_attn_func")
                 yield None, self.measure(lambda q, k, v: fa(q, k, v, causal=causal), "bshd", gqa=True)
         elif name == "sage":
-            sage = load("sageattention", "sageattn")
-            if packed:
-                raise Skipped("SageAttention has no packed (varlen) path")
             # inference / LoRA kernel: forward only
-            yield None, self.measure(lambda q, k, v: sage(q, k, v, tensor_layout="HND", is_causal=causal),
-                                     "bhsd", backward=False)
+            if packed:  # sageattn_varlen is what axolotl calls with sample_packing (a Triton kernel)
+                sage = load("sageattention", "sageattn_varlen")
+                cu, mx = self.cu_seqlens()
+                yield None, self.measure(lambda q, k, v: sage(q, k, v, cu, cu, mx, mx, is_causal=causal),
+                                         "thd", gqa=True, backward=False)
+            else:
+                sage = load("sageattention", "sageattn")
+                yield None, self.measure(lambda q, k, v: sage(q, k, v, tensor_layout="HND", is_causal=causal),
+                                         "bhsd", backward=False)
         else:
             raise Skipped(f"no measurement known for backend {name!r}")
 

@@ -331,3 +331,39 @@ def test_real_h200_bench_run_recommends_the_measured_winner():
     best = b.ranked(rec, "fwd_bwd")[0]
     assert best.backend == p.recommended == "flash_attention_3"
     assert p.backend("sdpa").reasons[-1].startswith("measured: 3.74 ms fwd+bwd, 1.08x")
+
+
+def test_real_h200_run_with_two_installed_backends_and_packed():
+    """The second device run (benchmarks/gpu_install.sh): FA3 built and SageAttention installed from
+    a wheelhouse by attn-install, measured beside every SDPA kernel and flex. Training ranks by
+    fwd+bwd (Sage has none, so it never ranks for full); inference ranks by fwd; packed (varlen) is
+    what axolotl runs with sample_packing."""
+    from pathlib import Path
+
+    from attn_installer.facts import load_facts
+
+    rec = b.load_cached(FIXTURES / "bench/h200-device-bench-sage-fa3.json")
+    assert rec is not None and rec.complete
+    ok = {(r.backend, r.variant) for r in rec.results if r.status == "ok"}
+    assert {("sdpa", None), ("sdpa", "cudnn"), ("sdpa", "flash"), ("sdpa", "efficient"), ("flex_attention", None),
+            ("flash_attention_3", None), ("sage", None)} <= ok
+    facts = load_facts(Path(FIXTURES / "nvidia/h200-device/probe.json"))
+    facts = dataclasses.replace(facts, packages={**facts.packages, "flash-attn-3": "3.0.0b1",
+                                                 "sageattention": "2.2.0"})
+    full = b.measured_speeds(rec, "full", "nvidia")
+    assert "sage" not in {m.backend for m in full}
+    p = plan(facts, measured=full)
+    best = min(full, key=lambda m: m.ms)
+    chosen = next(m for m in full if m.backend == p.recommended)
+    assert p.recommended == "flash_attention_3" and best.ms / chosen.ms >= 0.95
+    # inference: forward times, Sage included (1.69 ms there, slower than FA3's 0.87 ms at this GQA shape)
+    fwd = {m.backend: m.ms for m in b.measured_speeds(rec, "inference", "nvidia")}
+    assert fwd["sage"] > fwd["flash_attention_3"]
+    packed = b.load_cached(FIXTURES / "bench/h200-device-bench-packed.json")
+    assert packed is not None
+    status = {r.backend: r.status for r in packed.results if r.variant is None}
+    assert status["flash_attention_3"] == "ok" and status["flex_attention"] == "ok" and status["sdpa"] == "skipped"
+    sage_packed = b.load_cached(FIXTURES / "bench/h200-device-bench-packed-sage.json")
+    assert sage_packed is not None
+    (s,) = [r for r in sage_packed.results if r.backend == "sage"]
+    assert s.status == "ok" and s.ms("fwd") is not None and s.ms("fwd+bwd") is None
