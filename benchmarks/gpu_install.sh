@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run on the GPU machine (device tool), from the repo root, with the wheels in .whl/ and a
-# flash-attention v2.8.3.post1 checkout (hopper/ + csrc/cutlass) in .src/flash-attention carried.
+# Run on the GPU machine (device tool), from the repo root, with .whl/ (ruamel wheels, and the
+# SageAttention wheel + build key left by benchmarks/gpu_sage.sh) and a flash-attention
+# v2.8.3.post1 checkout (hopper/ + csrc/cutlass) in .src/flash-attention carried.
 # Installs through attn-install's own paths, then measures. Usage: bash benchmarks/gpu_install.sh OUTDIR
 set -uo pipefail
 out=${1:?outdir}
@@ -10,16 +11,14 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py=$(command -v python3)
 ai() { "$py" -m attn_installer "$@"; }
 house=/tmp/wheelhouse
-mkdir -p "$house" && cp .whl/xformers-*.whl "$house"/
+mkdir -p "$house" && cp .whl/sageattention-* "$house"/
 log() { echo; echo "===== $*"; }
 ( while sleep 1; do free -m | awk '/Mem:/{print $3}'; done ) > "$out/mem-used-mb.txt" &
 sampler=$!
-log "xformers dry run"
-ai install xformers --wheelhouse "$house" --offline --dry-run 2>&1 | tail -12
-log "xformers install (offline, wheelhouse)"
+log "sage from the wheelhouse (built on another node: matching build key, no compile)"
 TIMEFORMAT="wall %R s"
-time "$py" -m attn_installer install xformers --wheelhouse "$house" --offline --yes \
-  --report "$out/xformers-report.json" 2>&1
+time "$py" -m attn_installer install sage --workload lora --source .src/SageAttention --wheelhouse "$house" \
+  --offline --yes --report "$out/sage-report.json" 2>&1 | tail -12
 log "FA3 trimmed build from --source"
 start=$(date +%s)
 ai install flash_attention_3 --source .src/flash-attention --head-dim 128 --dtype bf16 --yes \
@@ -27,7 +26,10 @@ ai install flash_attention_3 --source .src/flash-attention --head-dim 128 --dtyp
 echo "FA3 install wall: $(( $(date +%s) - start )) s"
 log "bench"
 time timeout 300 "$py" -m attn_installer bench --plot "$out/bench.png" 2>&1
-timeout 60 "$py" -m attn_installer bench --json > "$out/bench.json" 2>&1
+timeout 60 "$py" -m attn_installer bench --json > "$out/bench.json" 2>/dev/null
+log "bench packed (varlen)"
+timeout 200 "$py" -m attn_installer bench --packed --json > "$out/bench-packed.json" 2>/tmp/bench-packed.err
+tail -25 /tmp/bench-packed.err
 log "reinstall FA3 from the wheel cache"
 "$py" -m pip uninstall -y -q flash_attn_3
 time "$py" -m attn_installer install flash_attention_3 --source .src/flash-attention \
