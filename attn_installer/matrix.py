@@ -160,12 +160,23 @@ class SourceBuild:
     extensions_by_arch: Mapping[str, int] = field(default_factory=dict)
     parallel_env: str = ""
     """Env var that builds that many extensions at once (SageAttention's EXT_PARALLEL)."""
+    disk_gb: float = 0.0
+    """Free disk the build needs where its source tree and the wheel cache live."""
 
 
 @dataclass(frozen=True)
 class BuildDefaults:
     gb_per_nvcc_thread: float
     memory_margin: float
+    source: str
+
+
+@dataclass(frozen=True)
+class HostCompiler:
+    """The GCC majors an nvcc release accepts as its host compiler."""
+    nvcc: SpecifierSet
+    max_gcc: int
+    min_gcc: int
     source: str
 
 
@@ -237,6 +248,7 @@ class Matrix:
     ranking: tuple[RankRow, ...]
     directory: Path
     hints: tuple[Hint, ...] = ()
+    host_compilers: tuple[HostCompiler, ...] = ()
 
     def backend(self, name: str) -> Backend:
         for b in self.backends:
@@ -246,6 +258,9 @@ class Matrix:
 
     def source_for(self, backend: str) -> Optional[SourceBuild]:
         return next((s for s in self.sources if s.backend == backend), None)
+
+    def host_compiler_for(self, nvcc: Version) -> Optional[HostCompiler]:
+        return next((h for h in self.host_compilers if h.nvcc.contains(nvcc)), None)
 
     @property
     def backend_names(self) -> tuple[str, ...]:
@@ -446,11 +461,15 @@ _SOURCE: dict[str, Field] = {
     "compile_units": (_int, True, None), "compile_units_trimmed": (_int, True, None),
     "compile_units_no_sm80": (_int, False, 0),
     "units_by_arch": (_int_map, False, {}), "extensions_by_arch": (_int_map, False, {}),
-    "parallel_env": (_str, False, ""),
+    "parallel_env": (_str, False, ""), "disk_gb": (_float, False, 0.0),
     "unit_minutes": (_float, True, None), "source": (_str, True, None),
 }
 _BUILD: dict[str, Field] = {
     "gb_per_nvcc_thread": (_float, True, None), "memory_margin": (_float, True, None),
+    "source": (_str, True, None),
+}
+_HOST_COMPILER: dict[str, Field] = {
+    "nvcc": (_spec, True, None), "max_gcc": (_int, True, None), "min_gcc": (_int, True, None),
     "source": (_str, True, None),
 }
 _TRIMS: dict[str, Field] = {
@@ -614,6 +633,7 @@ def _load_cached(directory: Path) -> Matrix:
         sources.append(SourceBuild(**r))
     build = single("sources.toml", "build", _BUILD)
     trims = single("sources.toml", "fa3_trims", _TRIMS)
+    host_compilers = [HostCompiler(**r) for r in rows("sources.toml", "host_compiler", _HOST_COMPILER)]
     attn_values = [AttnImplValues(**r) for r in rows("axolotl.toml", "attn_implementation", _ATTN_VALUES)]
     legacy = [LegacyFlag(**r) for r in rows("axolotl.toml", "legacy_flag", _LEGACY, "flag")]
     retired = [RetiredFlag(**r) for r in rows("axolotl.toml", "retired_flag", _RETIRED, "flag")]
@@ -639,7 +659,7 @@ def _load_cached(directory: Path) -> Matrix:
         xformers_releases=tuple(xf), sources=tuple(sources), build=BuildDefaults(**build),
         fa3_trims=Fa3Trims(**trims), attn_impl_values=tuple(attn_values),
         legacy_flags=tuple(legacy), retired_flags=tuple(retired), ranking=tuple(ranking), directory=directory,
-        hints=tuple(hints),
+        hints=tuple(hints), host_compilers=tuple(host_compilers),
     )
 
 

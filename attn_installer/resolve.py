@@ -346,6 +346,9 @@ def _check_source(c: Candidate, sb: SourceBuild, facts: Facts, matrix: Matrix,
             return (f"nvcc {tk.nvcc} and torch's CUDA {t.cuda} differ in major version; torch's "
                     "extension builder refuses that: install CUDA toolkit "
                     f"{Version(t.cuda).major}.x and set CUDA_HOME")
+        why = _host_compiler_problem(tk.gcc, nvcc, matrix)
+        if why is not None:
+            return why
         if sb.recommended_nvcc is not None and nvcc < sb.recommended_nvcc:
             c.warnings.append(f"nvcc {tk.nvcc} works, {sb.recommended_nvcc} is recommended upstream")
     res = build_resources(facts, matrix, sb.nvcc_threads) if sb.compile_units else \
@@ -357,6 +360,29 @@ def _check_source(c: Candidate, sb: SourceBuild, facts: Facts, matrix: Matrix,
     if tk.ninja is None and sb.compile_units:
         c.warnings.append("ninja not found: the plan installs it from PyPI first "
                           "(without it a build is serial and takes hours)")
+    return None
+
+
+def _host_compiler_problem(gcc: Optional[str], nvcc: Version, matrix: Matrix) -> Optional[str]:
+    """Why nvcc would refuse the host gcc (matrices/sources.toml [[host_compiler]]), or None;
+    an unknown gcc or an nvcc without a row is not guessed at."""
+    if gcc is None:
+        return None
+    row = matrix.host_compiler_for(nvcc)
+    if row is None:
+        return None
+    major = Version(gcc).major
+    if major > row.max_gcc:
+        # a newer toolkit of the same major (torch's extension builder refuses another major)
+        lows = [s.version for h in matrix.host_compilers if h.max_gcc >= major for s in h.nvcc
+                if s.operator == ">=" and Version(s.version).major == nvcc.major]
+        alt = f", or use CUDA toolkit >= {lows[0]} (it accepts gcc {major})" if lows else ""
+        return (f"host gcc {gcc} is newer than nvcc {nvcc} accepts (gcc <= {row.max_gcc}: nvcc stops with "
+                f"'unsupported GNU version'): install gcc-{row.max_gcc} and build with CC=gcc-{row.max_gcc} "
+                f"CXX=g++-{row.max_gcc}{alt}")
+    if major < row.min_gcc:
+        return (f"host gcc {gcc} is older than nvcc {nvcc} needs (gcc >= {row.min_gcc}); install a newer gcc "
+                "and build with CC / CXX pointing at it")
     return None
 
 

@@ -267,3 +267,41 @@ def test_unknown_backend_and_workload():
 ])
 def test_arch_coverage(gpu, archs, ok):
     assert covered_by(gpu, archs) is ok
+
+
+@pytest.mark.parametrize(("nvcc", "gcc", "expect"), [
+    ("13.0", "13.3.0", None),  # the device H200: accepted
+    ("12.6", "14.2.0", "host gcc 14.2.0 is newer than nvcc 12.6 accepts (gcc <= 13: nvcc stops with "
+                       "'unsupported GNU version'): install gcc-13 and build with CC=gcc-13 CXX=g++-13, "
+                       "or use CUDA toolkit >= 12.8 (it accepts gcc 14)"),
+    ("13.0", "16.1.0", "host gcc 16.1.0 is newer than nvcc 13.0 accepts (gcc <= 15"),
+    ("12.8", "16.1.0", "install gcc-14 and build with CC=gcc-14 CXX=g++-14;"),  # no CUDA 12 takes gcc 16
+    ("13.0", "6.5.0", "host gcc 6.5.0 is older than nvcc 13.0 needs (gcc >= 7)"),
+    ("13.0", None, None),  # gcc unknown: not guessed at
+])
+def test_host_gcc_against_nvcc_before_any_build(nvcc, gcc, expect):
+    import dataclasses
+
+    h200 = MACHINES["h200_torch211"]
+    major = nvcc.split(".")[0]
+    t = dataclasses.replace(h200.torch, version=f"2.11.0+cu{major}0", cuda=f"{major}.0")
+    f = dataclasses.replace(h200, torch=t, toolkit=dataclasses.replace(h200.toolkit, nvcc=nvcc, gcc=gcc))
+    sage = make_plan(f, load_matrix(), Request(cache_dir="/cache", workload="lora")).backend("sage")
+    if expect is None:
+        assert sage.viable and sage.method == "source"
+    else:
+        assert not sage.viable
+        why = sage.reasons[-1] + ";"
+        assert expect in why and "source build impossible: host gcc" in why
+
+
+def test_no_ninja_installs_it_from_pypi_before_the_build():
+    import dataclasses
+
+    h200 = MACHINES["h200_torch211"]
+    f = dataclasses.replace(h200, toolkit=dataclasses.replace(h200.toolkit, ninja=None))
+    sage = make_plan(f, load_matrix(), Request(cache_dir="/cache", workload="lora")).backend("sage")
+    kinds = [(s.kind, s.description) for s in sage.steps]
+    ninja = kinds.index(("prepare", "install ninja (parallel compile)"))
+    assert ninja < [k for k, _ in kinds].index("build")
+    assert "ninja" in sage.steps[ninja].argv and any("ninja not found" in w for w in sage.warnings)
