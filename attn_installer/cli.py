@@ -82,6 +82,8 @@ def _plan_options(f: Any) -> Any:
     opts = [
         click.option("--workload", type=WORKLOAD, default="full", show_default=True,
                      help="What the config is for; SageAttention is never picked for full."),
+        click.option("--inference", "workload", flag_value="inference",
+                     help="Same as --workload inference: forward-only FA3 builds (no backward kernels)."),
         click.option("--backend", "backend", default=None, metavar="NAME",
                      help="Plan for this backend only (e.g. flash_attention_3)."),
         click.option("--allow-source", is_flag=True,

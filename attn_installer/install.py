@@ -275,6 +275,26 @@ class Installer:
                                on_idle=on_idle if step.kind == "build" else None,
                                idle_seconds=self.opts.stall_seconds)
 
+    def _check_disk(self, bp: BackendPlan) -> None:
+        """Refuse a build, before anything is fetched, when the disk of its source tree or of the
+        wheel cache has less free space than the matrix says the build needs."""
+        builds = [s for s in bp.steps if s.kind == "build"]
+        if not bp.disk_gb or not builds:
+            return
+        seen: set[int] = set()
+        for where in (builds[0].argv[-1], bp.wheel_cache or ""):
+            path = _existing_ancestor(Path(where))
+            dev = path.stat().st_dev
+            if dev in seen:
+                continue
+            seen.add(dev)
+            free = shutil.disk_usage(path).free / 2**30
+            if free < bp.disk_gb:
+                raise _StepFailed(f"not enough free disk for the {bp.name} build: {free:.1f} GB free on the "
+                                  f"disk of {where}, about {bp.disk_gb:g} GB needed (matrices/sources.toml "
+                                  "disk_gb); free some space or point ATTN_INSTALL_CACHE (and --source) at "
+                                  "a larger disk")
+
     # ------------------------------------------------------------------ wheel cache
 
     def _cached_wheel(self, bp: BackendPlan) -> Optional[Path]:
@@ -415,6 +435,8 @@ class Installer:
             raise _StepFailed(f"--offline: no wheel built for this key in {self.opts.wheelhouse} or the cache; "
                               "build it once with `attn-install build --wheelhouse DIR` on a node like this one "
                               f"(key: {json.dumps(bp.key, sort_keys=True)})")
+        if cached is None:
+            self._check_disk(bp)
         current = before
         for step in bp.steps:
             rec = StepRecord(step.description, list(step.argv), step.kind, "not run")
@@ -521,6 +543,13 @@ def _env(step: Step) -> Optional[dict[str, str]]:
     if not step.env:
         return None
     return {**os.environ, **step.env}
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _key_matches(path: Path, key: dict[str, Any]) -> bool:

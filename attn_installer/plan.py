@@ -89,6 +89,8 @@ class BackendPlan:
     """Source builds: what the built wheel depends on (backend ref, torch, CUDA, ABI, Python, archs, env)."""
     compile_units: int = 0
     """Source builds: compile units (ninja steps, all extensions together) the build runs."""
+    disk_gb: float = 0.0
+    """Source builds: free disk needed by the source tree and the wheel cache (checked first)."""
     source_dir: Optional[str] = None
     """``--source DIR``: the user's checkout; the installer adds its content digest to the build key
     (a patched fork or another revision must not get the pinned ref's cached wheel)."""
@@ -103,7 +105,7 @@ class BackendPlan:
             "estimate_minutes": self.estimate_minutes, "installed_version": self.installed_version,
             "distribution": self.distribution or None, "runtime_env": dict(self.runtime_env),
             "download": self.download, "wheel_cache": self.wheel_cache, "build_key": self.key or None,
-            "compile_units": self.compile_units or None,
+            "compile_units": self.compile_units or None, "disk_gb": self.disk_gb or None,
             "verify": {"rel_tol": self.verify_rel_tol, "min_cosine": self.verify_min_cosine},
         }
 
@@ -497,6 +499,7 @@ def make_plan(facts: Facts, matrix: Matrix, request: Request) -> Plan:
             import_name=b.import_name, packing=b.packing, runtime_env=dict(b.runtime_env),
             download=download, wheel_cache=planned.wheel_cache, key=planned.key, compile_units=planned.units,
             source_dir=request.source_dir if c.method == "source" else None,
+            disk_gb=c.source.disk_gb if c.method == "source" and c.source is not None else 0.0,
             verify_rel_tol=b.verify_rel_tol, verify_min_cosine=b.verify_min_cosine)
     order = _order(facts, matrix)
     if request.measured:

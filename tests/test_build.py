@@ -138,6 +138,24 @@ def test_preflight_errors_before_any_work(world, sage_repo):
     old.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n")
     r = run(world, "install", "sage", "--workload", "lora", "--python", world.py, "--yes")
     assert r.returncode == 6 and "nvcc 13.0 and torch's CUDA 12.6 differ in major version" in r.stderr
+    old.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.6, V12.6.85'\n")
+    gxx = world.tmp / "bin" / "g++-15"
+    gxx.write_text("#!/bin/sh\necho 15.1.0\n")
+    gxx.chmod(0o755)
+    r = run(world, "install", "sage", "--workload", "lora", "--python", world.py, "--yes",
+            env=dict(world.env, CXX=str(gxx)))
+    assert r.returncode == 6 and "host gcc 15.1.0 is newer than nvcc 12.6 accepts (gcc <= 13" in r.stderr
+    r = run(world, "install", "sage", "--workload", "lora", "--python", world.py, "--yes",
+            env=dict(world.env, CUDA_HOME=str(world.tmp / "no-cuda-here")))
+    assert r.returncode == 6 and "nvcc not found: install the CUDA toolkit matching torch's CUDA 12.6" in r.stderr
+    sources = world.matrices / "sources.toml"
+    text = sources.read_text()
+    sage_row = text.index('backend = "sage"')
+    disk = text.index("disk_gb = ", sage_row)
+    sources.write_text(text[:disk] + "disk_gb = 1000000.0" + text[text.index("\n", disk):])
+    r = run(world, "install", "sage", "--workload", "lora", "--python", world.py, "--yes")
+    assert r.returncode == 8 and "not enough free disk for the sage build: " in r.stderr
+    assert "about 1e+06 GB needed" in r.stderr and "state: nothing was changed" in r.stderr
     assert not Path(world.env["ATTN_INSTALL_CACHE"], "src").exists()  # nothing was cloned
 
 

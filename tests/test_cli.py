@@ -103,6 +103,17 @@ def test_plan_for_another_machine_from_facts_file(colab_t4, tmp_path):
     plan = json.loads(r.stdout)
     validate(plan, "plan.schema.json")
     assert plan["recommended"] == "flash_attention_3"
+    fa3 = next(b for b in plan["backends"] if b["name"] == "flash_attention_3")
+    env = next(s for s in fa3["steps"] if s["kind"] == "build")["env"]
+    assert "FLASH_ATTENTION_DISABLE_BACKWARD" not in env and env["FLASH_ATTENTION_DISABLE_FP16"] == "TRUE"
+    # --inference: the same trimmed build without the backward kernels
+    r = cli(colab_t4, "plan", "--facts", str(facts), "--json", "--allow-source", "--head-dim", "128",
+            "--dtype", "bf16", "--inference", "--backend", "flash_attention_3")
+    plan = json.loads(r.stdout)
+    assert plan["workload"] == "inference"
+    fa3 = next(b for b in plan["backends"] if b["name"] == "flash_attention_3")
+    env = next(s for s in fa3["steps"] if s["kind"] == "build")["env"]
+    assert env["FLASH_ATTENTION_DISABLE_BACKWARD"] == "TRUE" and env["FLASH_ATTENTION_DISABLE_HDIM256"] == "TRUE"
 
 
 @pytest.mark.parametrize(("content", "code", "needle"), [
