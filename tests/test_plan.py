@@ -305,3 +305,25 @@ def test_no_ninja_installs_it_from_pypi_before_the_build():
     ninja = kinds.index(("prepare", "install ninja (parallel compile)"))
     assert ninja < [k for k, _ in kinds].index("build")
     assert "ninja" in sage.steps[ninja].argv and any("ninja not found" in w for w in sage.warnings)
+
+
+def test_sage_on_the_device_h200_exact_steps():
+    """The plan that built SageAttention on the H200 (tests/fixtures/nvidia/h200-device/sage-build.log):
+    fetched by commit id, all four extensions at once because MAX_JOBS covers every unit."""
+    from attn_installer.facts import load_facts
+    from tests.conftest import FIXTURES
+
+    facts = load_facts(FIXTURES / "nvidia/h200-device/probe.json")
+    sage = make_plan(facts, load_matrix(), Request(cache_dir="/c", workload="lora")).backend("sage")
+    ref = load_matrix().source_for("sage").ref
+    argv = [s.argv for s in sage.steps]
+    assert argv[:3] == [("git", "init", "-q", f"/c/src/sage-{ref[:12]}"),
+                        ("git", "-C", f"/c/src/sage-{ref[:12]}", "fetch", "-q", "--depth", "1",
+                         "https://github.com/thu-ml/SageAttention.git", ref),
+                        ("git", "-C", f"/c/src/sage-{ref[:12]}", "checkout", "-q", "--detach", "FETCH_HEAD")]
+    build = next(s for s in sage.steps if s.kind == "build")
+    assert build.env == {"CUDA_HOME": "/usr/local/cuda", "EXT_PARALLEL": "4", "MAX_JOBS": "16",
+                         "NVCC_THREADS": "1", "TORCH_CUDA_ARCH_LIST": "9.0"}
+    assert sage.compile_units == 14 and sage.disk_gb == 1.0 and sage.estimate_minutes == 4.2
+    assert sage.steps[-1].argv[-1] == "--force-reinstall"  # a rebuilt same-version wheel replaces the old
+    assert "sageattn_qk_int8_pv_fp8_cuda_sm90" in sage.reasons[0]
