@@ -139,11 +139,11 @@ def test_preflight_errors_before_any_work(world, sage_repo):
     r = run(world, "install", "sage", "--workload", "lora", "--python", world.py, "--yes")
     assert r.returncode == 6 and "nvcc 13.0 and torch's CUDA 12.6 differ in major version" in r.stderr
     old.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.6, V12.6.85'\n")
-    gxx = world.tmp / "bin" / "g++-15"
+    gxx = world.tmp / "bin" / "gcc-15"
     gxx.write_text("#!/bin/sh\necho 15.1.0\n")
     gxx.chmod(0o755)
     r = run(world, "install", "sage", "--workload", "lora", "--python", world.py, "--yes",
-            env=dict(world.env, CXX=str(gxx)))
+            env=dict(world.env, CC=str(gxx)))
     assert r.returncode == 6 and "host gcc 15.1.0 is newer than nvcc 12.6 accepts (gcc <= 13" in r.stderr
     r = run(world, "install", "sage", "--workload", "lora", "--python", world.py, "--yes",
             env=dict(world.env, CUDA_HOME=str(world.tmp / "no-cuda-here")))

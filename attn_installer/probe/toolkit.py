@@ -1,5 +1,6 @@
 """Compilers a source build would use: nvcc (CUDA_HOME / CUDA_PATH, PATH, /usr/local/cuda,
-in torch.utils.cpp_extension's order), hipcc and ROCm, the host gcc, ninja."""
+in torch.utils.cpp_extension's order), hipcc and ROCm, the host compiler nvcc will use ($CC, which
+torch passes as -ccbin, else gcc), ninja."""
 
 from __future__ import annotations
 
@@ -59,8 +60,9 @@ def probe_toolkit(env: Mapping[str, str], runner: Runner, *, root: Path,
     if hipcc is None and (root / "opt/rocm/bin/hipcc").exists():
         hipcc = str(root / "opt/rocm/bin/hipcc")
     gcc = None
-    cxx = env.get("CXX") or "g++"
-    done = runner.run([cxx, "-dumpfullversion"], timeout=COMMAND_TIMEOUT)
+    # nvcc's host compiler: torch's extension builder passes $CC as -ccbin, else nvcc takes gcc from PATH
+    host = env.get("CC") or "gcc"
+    done = runner.run([host, "-dumpfullversion"], timeout=COMMAND_TIMEOUT)
     if done.ok:
         gcc = parse_gcc_version(done.stdout)
     search = env.get("PATH", "")
