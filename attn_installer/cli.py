@@ -468,6 +468,9 @@ def _install_flow(names: tuple[str, ...], *, python: Optional[str], workload: st
         click.echo(f"{o.backend}: {'OK' if o.ok else 'FAILED'}: {o.state}" + (f" ({verdict})" if v and o.ok else ""))
         if o.built_wheel:
             click.echo(f"  wheel: {o.built_wheel}")
+        if o.ok and o.state == "built":
+            click.echo(f"  verification deferred (a build installs nothing): `attn-install install {o.backend} "
+                       f"--wheelhouse {export}` on a node with the target GPU installs this wheel and verifies it")
     if config_written:
         click.echo(f"config: {config_written} ({p.recommended}, {p.dtype or 'dtype unknown'})")
     if report_file is not None:

@@ -114,6 +114,8 @@ def test_source_build_env_progress_cache_and_wheelhouse(world, sage_repo):
     subprocess.run([world.py, "-m", "pip", "uninstall", "-y", "-q", "sageattention"], env=world.env, check=True)
     b = run(world, "build", "sage", "--workload", "lora", "--python", world.py, "--wheelhouse", str(house))
     assert b.returncode == 0, b.stderr
+    assert f"verification deferred (a build installs nothing): `attn-install install sage --wheelhouse {house}`" \
+        in b.stdout
     assert [p.name for p in house.glob("*.whl")] and list(house.glob("*.attn-install-key.json"))
     node = dict(world.env, ATTN_INSTALL_CACHE=str(world.tmp / "node-cache"))
     off = run(world, *args, "--offline", "--wheelhouse", str(house), env=node)
