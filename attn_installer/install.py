@@ -450,7 +450,8 @@ class Installer:
             self.say(f"- {step.description}")
             self._write_files(step)
             self._ensure_file(step)
-            if step.kind == "fetch" and step.argv[:2] == ("git", "clone"):
+            if step.kind == "fetch" and step.argv[:2] in (("git", "clone"), ("git", "init")):
+                # a checkout left by an earlier run (half fetched, or with its build tree) starts over
                 dest = Path(step.argv[-1])
                 if dest.exists():
                     shutil.rmtree(dest)

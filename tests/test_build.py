@@ -205,3 +205,15 @@ def test_a_same_version_rebuild_that_fails_verification_puts_the_old_build_back(
     ok = subprocess.run([world.py, "-I", "-c", "import sageattention; print(sageattention.ok())"],
                         cwd=world.tmp, env=world.env, capture_output=True, text=True)
     assert ok.stdout.strip() == "True", ok.stderr  # the good build is back, not just its version
+
+
+def test_a_checkout_left_by_an_earlier_run_starts_over(world, sage_repo):
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=sage_repo, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    left = Path(world.env["ATTN_INSTALL_CACHE"], "src", f"sage-{commit[:12]}")
+    (left / "build").mkdir(parents=True)
+    (left / "build" / "leftover.o").write_text("from a killed build")
+    (left / "setup.py").write_text("raise SystemExit('half-fetched leftover')\n")
+    r = run(world, "install", "sage", "--workload", "lora", "--python", world.py, "--yes")
+    assert r.returncode == 0, r.stderr
+    assert not (left / "build" / "leftover.o").exists() and "half-fetched" not in (left / "setup.py").read_text()
