@@ -6,6 +6,7 @@ bug and shows a traceback only with --debug (or ATTN_INSTALL_DEBUG=1).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -79,10 +80,20 @@ WORKLOAD = click.Choice(["full", "lora", "inference"])
 
 
 def _plan_options(f: Any) -> Any:
+    # --inference is its own flag folded into workload here: two options sharing one destination
+    # behave differently across click 8.1 - 8.3
+    @functools.wraps(f)
+    def fold_inference(*args: Any, inference: bool = False, **kwargs: Any) -> Any:
+        if inference:
+            if kwargs.get("workload") not in ("full", "inference"):
+                raise UsageError(f"--inference and --workload {kwargs.get('workload')} disagree: give one")
+            kwargs["workload"] = "inference"
+        return f(*args, **kwargs)
+
     opts = [
         click.option("--workload", type=WORKLOAD, default="full", show_default=True,
                      help="What the config is for; SageAttention is never picked for full."),
-        click.option("--inference", "workload", flag_value="inference",
+        click.option("--inference", is_flag=True,
                      help="Same as --workload inference: forward-only FA3 builds (no backward kernels)."),
         click.option("--backend", "backend", default=None, metavar="NAME",
                      help="Plan for this backend only (e.g. flash_attention_3)."),
@@ -99,9 +110,10 @@ def _plan_options(f: Any) -> Any:
         click.option("--measured", is_flag=True,
                      help="Rank by this machine's cached `attn-install bench` times (static ranking if none)."),
     ]
+    wrapped: Any = fold_inference
     for o in reversed(opts):
-        f = o(f)
-    return f
+        wrapped = o(wrapped)
+    return wrapped
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -374,6 +386,9 @@ def _install_flow(names: tuple[str, ...], *, python: Optional[str], workload: st
         raise UsageError(f"--wheelhouse: {wheelhouse} is not a directory")
     if source_dir is not None and not source_dir.is_dir():
         raise UsageError(f"--source: {source_dir} is not a directory")
+    if source_dir is not None and len(names) != 1:
+        raise UsageError("--source DIR builds one backend from that checkout: name it, "
+                         "e.g. `attn-install install sage --source DIR`")
     if installer == "uv":
         import shutil  # noqa: PLC0415
 

@@ -114,6 +114,8 @@ def test_plan_for_another_machine_from_facts_file(colab_t4, tmp_path):
     fa3 = next(b for b in plan["backends"] if b["name"] == "flash_attention_3")
     env = next(s for s in fa3["steps"] if s["kind"] == "build")["env"]
     assert env["FLASH_ATTENTION_DISABLE_BACKWARD"] == "TRUE" and env["FLASH_ATTENTION_DISABLE_HDIM256"] == "TRUE"
+    r = cli(colab_t4, "plan", "--facts", str(facts), "--inference", "--workload", "lora")
+    assert r.returncode == 2 and "--inference and --workload lora disagree" in r.stderr
 
 
 @pytest.mark.parametrize(("content", "code", "needle"), [
