@@ -31,7 +31,7 @@ from attn_installer.download import DownloadError, check_exists, fetch, sha256_o
 from attn_installer.envstate import EnvLock, EnvState, canonical, diff, read_state, repack
 from attn_installer.errors import InstallError, InterruptedError_
 from attn_installer.matrix import Hint
-from attn_installer.plan import PINNED, BackendPlan, Step
+from attn_installer.plan import PINNED, BackendPlan, Step, key_digest
 from attn_installer.runner import Completed, Runner
 from attn_installer.verify import VerifyResult, verify_backend
 
@@ -336,6 +336,18 @@ class Installer:
 
     # ------------------------------------------------------------------ rollback
 
+    def _pip_for(self, state: EnvState) -> Callable[..., tuple[str, ...]]:
+        """argv builder for the rollback's installs and removals: the target's pip, or uv's pip
+        interface where the environment has no pip (a uv-made venv)."""
+        if state.pip is None and shutil.which("uv"):
+            return lambda cmd, *args: ("uv", "pip", cmd, "--python", self.opts.python, *args)
+        py = self.opts.python
+
+        def pip(cmd: str, *args: str) -> tuple[str, ...]:
+            quiet = ("--no-input", "--disable-pip-version-check")
+            return (py, "-m", "pip", cmd, *(("-y",) if cmd == "uninstall" else ()), *quiet, *args)
+        return pip
+
     def _rollback(self, before: EnvState) -> dict[str, Any]:
         now = self._state()
         changes = diff(before.packages, now.packages)
@@ -351,28 +363,24 @@ class Installer:
                                                             "there)" for n in rebuilt]
         self.say(f"  restoring the environment: removing {', '.join(added) or 'nothing'}; "
                  f"putting back {', '.join(back) or 'nothing'}")
+        pip = self._pip_for(now)
         for name, wheel in rebuilt.items():
             # by name from the backup folder, not by path: a path install would record a file:// origin
-            r = self.runner.run((self.opts.python, "-m", "pip", "install", "--no-input", "--no-deps",
-                                 "--disable-pip-version-check", "--no-index", "--force-reinstall",
-                                 "--find-links", str(wheel.parent), f"{name}=={before.packages[name]}"),
-                                timeout=PIP_TIMEOUT)
+            r = self.runner.run(pip("install", "--no-deps", "--no-index", "--force-reinstall", "--find-links",
+                                    str(wheel.parent), f"{name}=={before.packages[name]}"), timeout=PIP_TIMEOUT)
             (done["restored"] if r.ok else done["not_restored"]).append(f"{name}=={before.packages[name]}")
         if added:
-            self.runner.run((self.opts.python, "-m", "pip", "uninstall", "-y", "--disable-pip-version-check",
-                             *added), timeout=PIP_TIMEOUT)
+            self.runner.run(pip("uninstall", *added), timeout=PIP_TIMEOUT)
         for name, version in replaced.items():
             links = [str(self.backup_dir)]
             if self.opts.wheelhouse is not None:
                 links.append(str(self.opts.wheelhouse))
-            argv: list[str] = [self.opts.python, "-m", "pip", "install", "--no-input", "--no-deps",
-                               "--disable-pip-version-check", "--no-index"]
+            args: list[str] = ["install", "--no-deps", "--no-index"]
             for link in links:
-                argv += ["--find-links", link]
-            r = self.runner.run((*argv, f"{name}=={version}"), timeout=PIP_TIMEOUT)
+                args += ["--find-links", link]
+            r = self.runner.run(pip(*args, f"{name}=={version}"), timeout=PIP_TIMEOUT)
             if not r.ok and not self.opts.offline:
-                r = self.runner.run((self.opts.python, "-m", "pip", "install", "--no-input", "--no-deps",
-                                     "--disable-pip-version-check", f"{name}=={version}"), timeout=PIP_TIMEOUT)
+                r = self.runner.run(pip("install", "--no-deps", f"{name}=={version}"), timeout=PIP_TIMEOUT)
             (done["restored"] if r.ok else done["not_restored"]).append(f"{name}=={version}")
         final = self._state()
         left = diff(before.packages, final.packages)
@@ -407,12 +415,17 @@ class Installer:
                 ver = "verified" if out.verify and out.verify.status == "passed" else (
                     f"verification {out.verify.status}: {out.verify.detail}" if out.verify else "not verified")
                 out.state = ("installed" if out.changed else "already in place") + f", {ver}"
+                # the backups were only for a rollback of this install (a forced reinstall of a
+                # large wheel would otherwise leave a copy behind on every run)
+                shutil.rmtree(self.backup_dir, ignore_errors=True)
                 return out
             except (_StepFailed, DownloadError, InstallError) as e:
                 out.message = str(e)
                 out.hint = getattr(e, "hint", "")
                 out.rollback = self._guarded_rollback(before)
                 out.state = _rollback_state(out.rollback)
+                if out.rollback.get("exact"):
+                    shutil.rmtree(self.backup_dir, ignore_errors=True)
                 return out
             except KeyboardInterrupt:
                 self.say("interrupted: restoring the environment (Ctrl-C again is ignored until done) ...")
@@ -457,6 +470,12 @@ class Installer:
                     shutil.rmtree(dest)
             if step.is_install:
                 would = self._preview(step, current)
+                if not would and current.pip is None and bp.distribution:
+                    # no pip to preview with (uv-made venv): the backend's own distribution, if there,
+                    # is what a (force-)reinstall replaces
+                    name = canonical(bp.distribution)
+                    if name in current.packages:
+                        would = [(name, current.packages[name])]
                 moves = [f"{n} {current.packages.get(n)} -> {v}" for n, v in would
                          if n in PINNED and current.packages.get(n) not in (None, v)]
                 if moves:
@@ -502,11 +521,27 @@ def install_backend(bp: BackendPlan, runner: Runner, hints: tuple[Hint, ...], op
     """Install (or build) one backend; never raises for a failed step (see Outcome.ok),
     raises InterruptedError_ on Ctrl-C after restoring, BusyError when the lock is held."""
     if bp.source_dir and bp.key:
-        bp = replace(bp, key={**bp.key, "source_tree": tree_digest(Path(bp.source_dir))})
+        bp = keyed_by_checkout(bp, tree_digest(Path(bp.source_dir)))
     return Installer(runner, hints, opts, say).install(bp)
 
 
-_NOT_SOURCE = {".git", "build", "dist", "__pycache__", ".eggs"}
+def keyed_by_checkout(bp: BackendPlan, digest: str) -> BackendPlan:
+    """A ``--source`` build: the checkout's content joins the build key, and the wheel-cache folder
+    (named by the key, in the build and install steps) follows, so each revision keeps its own
+    wheel and the same sources on another node or path match."""
+    key = {**bp.key, "source_tree": digest}
+    old = bp.wheel_cache
+    if not old:
+        return replace(bp, key=key)
+    new = f"{old.rsplit('-', 1)[0]}-{key_digest(key)}"
+    steps = tuple(replace(s, argv=tuple(new if a == old else a for a in s.argv)) for s in bp.steps)
+    return replace(bp, key=key, wheel_cache=new, steps=steps)
+
+
+_NOT_SOURCE = {".git", "__pycache__", ".eggs"}
+_BUILD_OUTPUT = {"build", "dist"}
+"""Build trees at the checkout's top or one level down (FA3 builds in hopper/build); deeper folders
+of those names are sources."""
 
 
 def tree_digest(root: Path) -> str:
@@ -515,16 +550,20 @@ def tree_digest(root: Path) -> str:
     sources on two nodes agree, an edited file or another revision does not."""
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
+        depth = len(Path(dirpath).relative_to(root).parts)
         dirnames[:] = sorted(d for d in dirnames if d not in _NOT_SOURCE and not d.endswith(".egg-info")
-                             and not Path(dirpath, d).is_symlink())
+                             and not (depth <= 1 and d in _BUILD_OUTPUT) and not Path(dirpath, d).is_symlink())
         for name in sorted(filenames):
             path = Path(dirpath, name)
             if path.is_symlink() or not path.is_file():
                 continue
             h.update(path.relative_to(root).as_posix().encode() + b"\0")
-            with path.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
+            try:
+                with path.open("rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+            except OSError:
+                h.update(b"\1unreadable")  # the build will say what is wrong with it
             h.update(b"\0")
     return h.hexdigest()[:16]
 

@@ -162,6 +162,9 @@ class SourceBuild:
     """Env var that builds that many extensions at once (SageAttention's EXT_PARALLEL)."""
     disk_gb: float = 0.0
     """Free disk the build needs where its source tree and the wheel cache live."""
+    nvcc_threads_fixed: int = 0
+    """The build passes --threads=N to nvcc itself (NVCC_THREADS is not read): each compile job then
+    runs min(N, archs) threads, which the memory plan must count."""
 
 
 @dataclass(frozen=True)
@@ -462,6 +465,7 @@ _SOURCE: dict[str, Field] = {
     "compile_units_no_sm80": (_int, False, 0),
     "units_by_arch": (_int_map, False, {}), "extensions_by_arch": (_int_map, False, {}),
     "parallel_env": (_str, False, ""), "disk_gb": (_float, False, 0.0),
+    "nvcc_threads_fixed": (_int, False, 0),
     "unit_minutes": (_float, True, None), "source": (_str, True, None),
 }
 _BUILD: dict[str, Field] = {

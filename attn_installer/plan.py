@@ -30,7 +30,7 @@ from attn_installer.resolve import (
     resolve_backend,
 )
 
-__all__ = ["PINNED", "BackendPlan", "Plan", "Step", "build_key", "make_plan", "torch_pins"]
+__all__ = ["PINNED", "BackendPlan", "Plan", "Step", "build_key", "key_digest", "make_plan", "torch_pins"]
 
 PINNED = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton-rocm")
 SCHEMA_VERSION = 1
@@ -287,8 +287,14 @@ def build_key(c: Candidate, facts: Facts, archs: tuple[str, ...], env: dict[str,
     }
 
 
-def _key_digest(key: dict[str, Any]) -> str:
+def key_digest(key: dict[str, Any]) -> str:
+    """The short hash that names a build key's wheel-cache folder."""
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _user_checkout(c: Candidate, request: Request) -> Optional[str]:
+    """``--source DIR`` applies to the one backend it was given for."""
+    return request.source_dir if request.source_dir and request.backend == c.backend.name else None
 
 
 def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) -> _Steps:
@@ -300,8 +306,9 @@ def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) 
     cache = request.cache_dir.rstrip("/")
     py = _python(facts, request)
     steps: list[Step] = []
-    if request.source_dir:
-        src = request.source_dir
+    mine = _user_checkout(c, request)
+    if mine:
+        src = mine
     elif _COMMIT.fullmatch(sb.ref):
         # a commit is not a branch or tag: `clone --branch` cannot take it, a fetch by id can
         src = posixpath.join(cache, "src", f"{c.backend.name}-{sb.ref[:12]}")
@@ -355,10 +362,7 @@ def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) 
         env.setdefault("CUDA_HOME", facts.toolkit.cuda_home)
     env = dict(sorted(env.items()))
     bkey = build_key(c, facts, archs, env)
-    if request.source_dir:
-        # another checkout builds into its own cache folder; the installer adds its content digest
-        bkey["source_dir"] = request.source_dir
-    wheels = posixpath.join(cache, "wheels", f"{c.backend.name}-{_key_digest(bkey)}")
+    wheels = posixpath.join(cache, "wheels", f"{c.backend.name}-{key_digest(bkey)}")
     steps.append(Step((py, "-m", "pip", "wheel", "--verbose", "--no-build-isolation", "--no-deps", "--no-input",
                        "--disable-pip-version-check", "--wheel-dir", wheels, build_dir), env,
                       f"build a {c.backend.distribution} wheel for {', '.join(archs)}", "build"))
@@ -498,7 +502,7 @@ def make_plan(facts: Facts, matrix: Matrix, request: Request) -> Plan:
             installed_version=c.installed_version, distribution=b.distribution,
             import_name=b.import_name, packing=b.packing, runtime_env=dict(b.runtime_env),
             download=download, wheel_cache=planned.wheel_cache, key=planned.key, compile_units=planned.units,
-            source_dir=request.source_dir if c.method == "source" else None,
+            source_dir=_user_checkout(c, request) if c.method == "source" else None,
             disk_gb=c.source.disk_gb if c.method == "source" and c.source is not None else 0.0,
             verify_rel_tol=b.verify_rel_tol, verify_min_cosine=b.verify_min_cosine)
     order = _order(facts, matrix)

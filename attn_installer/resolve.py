@@ -297,13 +297,15 @@ def find_xformers(facts: Facts, matrix: Matrix) -> tuple[Optional[XformersReleas
 # --------------------------------------------------------------------------- source builds
 
 
-def build_resources(facts: Facts, matrix: Matrix, threads: int) -> Optional[BuildResources]:
+def build_resources(facts: Facts, matrix: Matrix, threads: int, *, fixed: bool = False
+                    ) -> Optional[BuildResources]:
     """MAX_JOBS / NVCC_THREADS that fit the memory and CPUs this process may use; None if even
-    one single-threaded compile job would not fit."""
+    one compile job would not fit. ``fixed``: the build sets nvcc's threads itself, so they cannot
+    be lowered to fit."""
     usable = facts.host.memory_gb * matrix.build.memory_margin
     per_thread = matrix.build.gb_per_nvcc_thread
     threads = max(1, threads)
-    while threads > 1 and usable < per_thread * threads:
+    while not fixed and threads > 1 and usable < per_thread * threads:
         threads -= 1
     per_job = per_thread * threads
     jobs = min(facts.host.cpu_count, int(usable // per_job))
@@ -351,8 +353,13 @@ def _check_source(c: Candidate, sb: SourceBuild, facts: Facts, matrix: Matrix,
             return why
         if sb.recommended_nvcc is not None and nvcc < sb.recommended_nvcc:
             c.warnings.append(f"nvcc {tk.nvcc} works, {sb.recommended_nvcc} is recommended upstream")
-    res = build_resources(facts, matrix, sb.nvcc_threads) if sb.compile_units else \
-        BuildResources(1, 1, facts.host.memory_gb, 0.0)
+    if sb.nvcc_threads_fixed:
+        threads = min(sb.nvcc_threads_fixed, max(1, sum(a.startswith("sm_") for a in archs)))
+        res = build_resources(facts, matrix, threads, fixed=True)
+    elif sb.compile_units:
+        res = build_resources(facts, matrix, sb.nvcc_threads)
+    else:
+        res = BuildResources(1, 1, facts.host.memory_gb, 0.0)
     if res is None:
         return (f"one compile job needs about {matrix.build.gb_per_nvcc_thread:g} GB and this process "
                 f"may use {facts.host.memory_gb:g} GB (cgroup limit or RAM)")
@@ -466,7 +473,7 @@ def _choose_method(c: Candidate, facts: Facts, matrix: Matrix, request: Request)
     b = c.backend
     tried: list[str] = []
     methods = b.methods
-    if request.source_dir and "source" in methods:
+    if request.source_dir and request.backend == b.name and "source" in methods:
         # --source DIR asks for a build of that checkout, even over an installed copy
         methods = ("source",)
     for method in methods:

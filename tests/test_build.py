@@ -182,6 +182,14 @@ def test_a_source_checkout_is_keyed_by_its_content(world, sage_repo):
     patched = run(world, *args)
     assert patched.returncode == 0 and "wheel cache hit" not in patched.stderr
     assert "compiled 4/4 units" in patched.stderr
+
+    def wheel(r):
+        return next(line.split()[-1] for line in r.stdout.splitlines() if line.strip().startswith("wheel:"))
+
+    # each revision keeps its own wheel: the first is still cached beside the patched one
+    assert Path(wheel(first)).parent != Path(wheel(patched)).parent and Path(wheel(first)).is_file()
+    two = run(world, "install", "sage", "flash_attention_3", "--python", world.py, "--source", str(mine))
+    assert two.returncode == 2 and "--source DIR builds one backend from that checkout" in two.stderr
     out = subprocess.run([world.py, "-I", "-c", "import sageattention; print(sageattention.PATCHED)"],
                          cwd=world.tmp, env=world.env, capture_output=True, text=True)
     assert out.stdout.strip() == "True", out.stderr

@@ -327,3 +327,21 @@ def test_sage_on_the_device_h200_exact_steps():
     assert sage.compile_units == 14 and sage.disk_gb == 1.0 and sage.estimate_minutes == 4.2
     assert sage.steps[-1].argv[-1] == "--force-reinstall"  # a rebuilt same-version wheel replaces the old
     assert "sageattn_qk_int8_pv_fp8_cuda_sm90" in sage.reasons[0]
+
+
+def test_sage_jobs_count_its_own_nvcc_threads_per_arch():
+    """SageAttention passes --threads=8 to nvcc itself: three archs = three targets per job at once,
+    so MAX_JOBS shrinks and the extensions no longer all build together."""
+    from attn_installer.facts import load_facts
+    from tests.conftest import FIXTURES
+
+    facts = load_facts(FIXTURES / "nvidia/h200-device/probe.json")
+
+    def build_env(*archs):
+        p = make_plan(facts, load_matrix(), Request(cache_dir="/c", workload="lora", target_archs=archs))
+        return next(s for s in p.backend("sage").steps if s.kind == "build").env
+
+    one, three = build_env("sm_90"), build_env("sm_80", "sm_89", "sm_90")
+    assert (one["MAX_JOBS"], one["EXT_PARALLEL"]) == ("16", "4")
+    assert (three["MAX_JOBS"], three["EXT_PARALLEL"]) == ("6", "1")  # 125.9 GB x 0.8 / (3 x 5 GB)
+    assert three["TORCH_CUDA_ARCH_LIST"] == "8.0;8.9;9.0"
