@@ -26,7 +26,7 @@ from attn_installer.probe.nvidia import (
     parse_proc_driver_version,
 )
 from attn_installer.probe.pyenv import parse_torch_cmake_abi, parse_torch_version_py
-from attn_installer.probe.toolkit import parse_gcc_version, parse_nvcc_version
+from attn_installer.probe.toolkit import host_compiler, parse_gcc_version, parse_nvcc_version
 
 
 def test_nvml_reading_h200(fixture_text):
@@ -251,3 +251,13 @@ def test_cgroup_cpu(text, expected):
 
 def test_meminfo():
     assert parse_meminfo_total("MemTotal:       131981020 kB\nMemFree: 1 kB\n") == 131981020 * 1024
+
+
+def test_host_compiler_is_the_one_nvcc_runs(tmp_path):
+    assert host_compiler({}) == "gcc"
+    assert host_compiler({"CC": "gcc-13", "CXX": "g++-13"}) == "gcc-13"
+    # conda's CUDA packages put -ccbin in NVCC_PREPEND_FLAGS; it wins over $CC
+    conda = {"CC": "gcc", "NVCC_PREPEND_FLAGS": "-ccbin=/opt/conda/bin/x86_64-conda-linux-gnu-c++"}
+    assert host_compiler(conda) == "/opt/conda/bin/x86_64-conda-linux-gnu-c++"
+    assert host_compiler({"NVCC_APPEND_FLAGS": "-O2 --compiler-bindir /usr/bin/g++-12"}) == "/usr/bin/g++-12"
+    assert host_compiler({"NVCC_PREPEND_FLAGS": f"-ccbin {tmp_path}"}) == str(tmp_path / "gcc")

@@ -13,7 +13,7 @@ from typing import Mapping, Optional
 from attn_installer.facts import Toolkit
 from attn_installer.runner import Runner
 
-__all__ = ["parse_gcc_version", "parse_nvcc_version", "probe_toolkit"]
+__all__ = ["host_compiler", "parse_gcc_version", "parse_nvcc_version", "probe_toolkit"]
 
 COMMAND_TIMEOUT = 15.0
 
@@ -28,6 +28,24 @@ def parse_gcc_version(text: str) -> Optional[str]:
     """``gcc -dumpfullversion`` → ``12.2.0``."""
     m = re.match(r"\s*(\d+(?:\.\d+){0,2})\s*$", text)
     return m.group(1) if m else None
+
+
+def host_compiler(env: Mapping[str, str]) -> str:
+    """The host compiler nvcc will run: a -ccbin / --compiler-bindir in NVCC_PREPEND_FLAGS or
+    NVCC_APPEND_FLAGS (conda's CUDA sets one), else $CC (torch's extension builder passes it as
+    -ccbin), else gcc. A directory means the gcc inside it."""
+    for var in ("NVCC_PREPEND_FLAGS", "NVCC_APPEND_FLAGS"):
+        words = env.get(var, "").split()
+        for i, w in enumerate(words):
+            for flag in ("-ccbin", "--compiler-bindir"):
+                if w == flag and i + 1 < len(words):
+                    value = words[i + 1]
+                elif w.startswith(flag + "="):
+                    value = w[len(flag) + 1:]
+                else:
+                    continue
+                return str(Path(value) / "gcc") if Path(value).is_dir() else value
+    return env.get("CC") or "gcc"
 
 
 def _nvcc_path(env: Mapping[str, str], root: Path) -> tuple[Optional[str], Optional[str]]:
@@ -60,9 +78,7 @@ def probe_toolkit(env: Mapping[str, str], runner: Runner, *, root: Path,
     if hipcc is None and (root / "opt/rocm/bin/hipcc").exists():
         hipcc = str(root / "opt/rocm/bin/hipcc")
     gcc = None
-    # nvcc's host compiler: torch's extension builder passes $CC as -ccbin, else nvcc takes gcc from PATH
-    host = env.get("CC") or "gcc"
-    done = runner.run([host, "-dumpfullversion"], timeout=COMMAND_TIMEOUT)
+    done = runner.run([host_compiler(env), "-dumpfullversion"], timeout=COMMAND_TIMEOUT)
     if done.ok:
         gcc = parse_gcc_version(done.stdout)
     search = env.get("PATH", "")
