@@ -152,7 +152,19 @@ try:
             # sageattn() is what axolotl calls: its per-arch dispatch is the kernel that must be right
             ok, res = check(lambda a, b, c: sa.sageattn(a, b, c, tensor_layout="HND", is_causal=True),
                             backward=False)
-            if not ok:
+            if ok and hasattr(sa, "sageattn_varlen"):
+                # with sample_packing axolotl calls sageattn_varlen: each batch row as one document
+                cu = torch.arange(0, (B + 1) * S, S, device="cuda", dtype=torch.int32)
+                def varlen(a, b, c):
+                    pack = lambda t: t.transpose(1, 2).reshape(B * S, H, D)
+                    o = sa.sageattn_varlen(pack(a), pack(b), pack(c), cu, cu, S, S, is_causal=True)
+                    return o.reshape(B, S, H, D).transpose(1, 2)
+                vok, vres = check(varlen, backward=False)
+                res["varlen_rel_err"], res["varlen_cosine"] = vres["out_rel_err"], vres["out_cosine"]
+                if not vok:
+                    ok = False
+                    res["wrong"] = "sageattn_varlen (the packed path)"
+            if not ok and "wrong" not in res:
                 right = []
                 for alt in ("sageattn_qk_int8_pv_fp16_cuda", "sageattn_qk_int8_pv_fp16_triton",
                             "sageattn_qk_int8_pv_fp8_cuda"):
@@ -174,10 +186,14 @@ except Exception as e:
     done("failed", msg)
 rel, cos = res["out_rel_err"], res["out_cosine"]
 if ok:
-    done("passed", f"matches math SDPA (rel err {rel:.2e}, cosine {cos:.5f})", **res)
+    vl = f"; sageattn_varlen cosine {res['varlen_cosine']:.5f}" if "varlen_cosine" in res else ""
+    done("passed", f"matches math SDPA (rel err {rel:.2e}, cosine {cos:.5f}){vl}", **res)
 right = res.get("kernels_right")
 extra = (f"; sageattn() picks a wrong kernel on this GPU while {', '.join(right)} "
          "are right (the config would run the wrong one)") if right else ""
+if res.get("wrong"):
+    rel, cos = res["varlen_rel_err"], res["varlen_cosine"]
+    extra = f" in {res['wrong']}; sageattn() itself passed"
 done("failed", f"output differs from math SDPA (rel err {rel:.3g}, cosine {cos:.3g}){extra}", **res)
 '''
 
