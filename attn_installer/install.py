@@ -218,11 +218,14 @@ class Installer:
         if step.sha256:
             self.say(f"  sha256 ok ({step.sha256[:12]}...)")
 
-    def _preview(self, step: Step, state: EnvState) -> list[tuple[str, str]]:
-        """(name, version) pip would install for this step; nothing is changed."""
+    def _preview(self, step: Step, state: EnvState, own: str) -> list[tuple[str, str]]:
+        """(name, version) pip would install for this step; nothing is changed. Without a pip that
+        can preview, the backend's own distribution ``own``, if installed, is what a (forced)
+        reinstall replaces, so it is still listed to be backed up."""
         if state.pip is None or Version(state.pip) < Version("22.2"):
             self.say("  (pip < 22.2 or absent: no preview; replaced packages come back from the index)")
-            return []
+            name = canonical(own) if own else ""
+            return [(name, state.packages[name])] if name in state.packages else []
         rest = _install_args(step.argv)
         with tempfile.TemporaryDirectory(prefix="attn-install-") as tmp:
             report = Path(tmp) / "report.json"
@@ -469,13 +472,7 @@ class Installer:
                 if dest.exists():
                     shutil.rmtree(dest)
             if step.is_install:
-                would = self._preview(step, current)
-                if not would and current.pip is None and bp.distribution:
-                    # no pip to preview with (uv-made venv): the backend's own distribution, if there,
-                    # is what a (force-)reinstall replaces
-                    name = canonical(bp.distribution)
-                    if name in current.packages:
-                        would = [(name, current.packages[name])]
+                would = self._preview(step, current, bp.distribution)
                 moves = [f"{n} {current.packages.get(n)} -> {v}" for n, v in would
                          if n in PINNED and current.packages.get(n) not in (None, v)]
                 if moves:

@@ -333,8 +333,7 @@ def _source_steps(c: Candidate, facts: Facts, matrix: Matrix, request: Request) 
     for key, template in sb.arch_env.items():
         env[key] = _fmt_archs(archs, template)
     nv_archs = [a for a in archs if a.startswith("sm_")]
-    units = max((sb.units_by_arch.get(a, sb.compile_units) for a in nv_archs), default=sb.compile_units) \
-        if sb.units_by_arch else sb.compile_units
+    units = max((sb.units_by_arch.get(a, sb.compile_units) for a in nv_archs), default=sb.compile_units)
     if sb.parallel_env and sb.extensions_by_arch and res is not None:
         # every extension's ninja gets MAX_JOBS; building them all at once keeps within the planned
         # memory only when MAX_JOBS covers every unit of every extension together
