@@ -4,17 +4,10 @@
 # v2.8.3.post1 checkout (hopper/ + csrc/cutlass) in .src/flash-attention carried.
 # Installs through attn-install's own paths, then measures. Usage: bash benchmarks/gpu_install.sh OUTDIR
 set -uo pipefail
-out=${1:?outdir}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1 ATTN_INSTALL_CACHE=/tmp/attn-cache
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-py=$(command -v python3)
-ai() { "$py" -m attn_installer "$@"; }
-house=/tmp/wheelhouse
-mkdir -p "$house" && cp .whl/sageattention-* "$house"/
-log() { echo; echo "===== $*"; }
-( while sleep 1; do free -m | awk '/Mem:/{print $3}'; done ) > "$out/mem-used-mb.txt" &
-sampler=$!
+# shellcheck source=benchmarks/device_env.sh
+source "$(dirname "$0")/device_env.sh"
+sage_wheelhouse
+start_mem_sampler
 log "sage from the wheelhouse (built on another node: matching build key, no compile)"
 TIMEFORMAT="wall %R s"
 time "$py" -m attn_installer install sage --workload lora --source .src/SageAttention --wheelhouse "$house" \

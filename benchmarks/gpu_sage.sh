@@ -5,15 +5,9 @@
 # (split into parts under 16 MB) and its build key in OUTDIR for the next run's wheelhouse.
 # Usage: bash benchmarks/gpu_sage.sh OUTDIR
 set -uo pipefail
-out=${1:?outdir}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1 ATTN_INSTALL_CACHE=/tmp/attn-cache
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-py=$(command -v python3)
-ai() { "$py" -m attn_installer "$@"; }
-log() { echo; echo "===== $*"; }
-( while sleep 1; do free -m | awk '/Mem:/{print $3}'; done ) > "$out/mem-used-mb.txt" &
-sampler=$!
+# shellcheck source=benchmarks/device_env.sh
+source "$(dirname "$0")/device_env.sh"
+start_mem_sampler
 log "plan for sage (lora)"
 ai plan --backend sage --workload lora 2>&1 | tail -8
 log "sage build + install + verify from --source"

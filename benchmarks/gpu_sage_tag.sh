@@ -4,15 +4,9 @@
 # .src/SageAttention-v2.2.0 carried. Shows: the pinned wheel installed from a wheelhouse, then the v2.2.0 tag built with --source, caught by verification and
 # rolled back to the good install. Usage: bash benchmarks/gpu_sage_tag.sh OUTDIR
 set -uo pipefail
-out=${1:?outdir}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1 ATTN_INSTALL_CACHE=/tmp/attn-cache
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-py=$(command -v python3)
-ai() { "$py" -m attn_installer "$@"; }
-log() { echo; echo "===== $*"; }
-house=/tmp/wheelhouse
-mkdir -p "$house" && cp .whl/sageattention-* "$house"/
+# shellcheck source=benchmarks/device_env.sh
+source "$(dirname "$0")/device_env.sh"
+sage_wheelhouse
 log "pinned sage from the wheelhouse, offline"
 ai install sage --workload lora --wheelhouse "$house" --offline --yes 2>&1 | tail -6
 log "the v2.2.0 tag with --source: build, verify, roll back"
