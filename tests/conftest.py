@@ -1,5 +1,10 @@
 """Shared fixtures. Unit tests cannot spawn processes by accident: the autouse guard makes
-subprocess.Popen raise unless the test asks for `allow_subprocess`."""
+subprocess.Popen raise unless the test asks for `allow_subprocess`.
+
+Layout: ``unit/`` pure tests (no processes), ``cli/`` the command line in real processes against
+fake nvidia-smi / rocm-smi and a stand-in torch, ``integration/`` real pip, venvs, git and loopback
+servers (marked ``slow``), ``gpu/`` real kernels (marked ``gpu``, skipped without a GPU).
+``pytest -m "not slow"`` is the fast inner loop; ``--update-goldens`` rewrites tests/fixtures/golden/."""
 
 from __future__ import annotations
 
@@ -15,12 +20,22 @@ pytest_plugins = ("tests.installworld",)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-CONTRACTS = SHARED / "contracts"
+SCHEMAS = REPO / "schemas"
+"""The JSON contracts, shipped in the repository (and the wheel); equal to ../shared/contracts."""
 
 
 def _contract(name: str) -> dict:
-    return json.loads((CONTRACTS / name).read_text())
+    return json.loads((SCHEMAS / name).read_text())
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-goldens", action="store_true", default=False,
+                     help="rewrite tests/fixtures/golden/ from the current code instead of comparing")
+
+
+@pytest.fixture
+def update_goldens(request) -> bool:
+    return bool(request.config.getoption("--update-goldens"))
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,8 @@ import pytest
 
 from tests.installworld import freeze, run
 
+pytestmark = pytest.mark.slow  # real pip, venvs, git and loopback servers
+
 SETUP = '''
 import os, sys
 from setuptools import Extension, setup

@@ -17,6 +17,8 @@ from tests.conftest import validate
 from tests.installworld import XF, broken_xformers, freeze, good_xformers, run
 from tests.pkgindex import build_wheel
 
+pytestmark = pytest.mark.slow  # real pip, venvs, git and loopback servers
+
 
 def test_install_xformers_pins_torch_and_reports(world):
     world.idx.add(good_xformers(world.wheels))

@@ -6,8 +6,10 @@ import subprocess
 
 import pytest
 
+from tests.cli.conftest import fake_bin
 from tests.conftest import REPO
-from tests.test_cli import fake_bin
+
+pytestmark = pytest.mark.slow  # real pip, venvs, git and loopback servers
 
 SCRIPT = (REPO / "install.sh").read_text()
 

@@ -6,7 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import FIXTURES, REPO
+
+pytestmark = pytest.mark.slow  # real pip, venvs, git and loopback servers
 
 H200 = FIXTURES / "nvidia/h200-device"
 
