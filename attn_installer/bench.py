@@ -1,10 +1,11 @@
 """`attn-install bench`: measure the installed attention backends on this GPU, cache the result,
 and hand measured speeds to the plan.
 
-The measuring code is ``_bench_snippet.py``: run as ``python -I -c SNIPPET CONFIG`` in the target
-interpreter (the user's torch env) from an empty temporary directory, with a timeout, through the
-runner. Everything else here is pure: model-config parsing, output parsing, the cache key, the
-ranking, the table; the plot imports matplotlib lazily (``pip install 'attn-install[plot]'``).
+The measuring code is target/attn_bench.py, run in the target interpreter (the user's torch env)
+as ``python -I`` from an empty temporary directory, with a timeout, through the runner; how each
+backend is called comes from matrices/backends.toml (``call``). Everything else here is pure:
+model-config parsing, output parsing, the cache key, the ranking. The table is in console.py, the
+plot in plot.py.
 """
 
 from __future__ import annotations
@@ -16,18 +17,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from attn_installer import target
 from attn_installer.errors import BenchError, UsageError
 from attn_installer.facts import Facts
-from attn_installer.resolve import MeasuredSpeed
+from attn_installer.matrix import Matrix
+from attn_installer.modelconfig import Shape
+from attn_installer.request import MeasuredSpeed
 from attn_installer.runner import Runner
 
 __all__ = [
-    "BACKENDS",
-    "SNIPPET",
     "BackendResult",
     "BenchConfig",
     "BenchReport",
-    "Shape",
+    "bench_shape",
     "cache_key",
     "cache_path",
     "find_measured",
@@ -35,115 +37,60 @@ __all__ = [
     "measured_speeds",
     "parse_backends",
     "parse_bench_output",
-    "parse_model_config",
     "ranked",
-    "render_table",
     "run_bench",
     "save_cached",
-    "shape_from_model_config",
-    "write_plot",
 ]
 
-SNIPPET = (Path(__file__).with_name("_bench_snippet.py")).read_text(encoding="utf-8")
-SNIPPET_ID = hashlib.sha256(SNIPPET.encode()).hexdigest()[:12]
+METHOD_ID = hashlib.sha256(b"".join((target.DIR / f).read_bytes() for f in ("attn_bench.py", "attn_calls.py"))
+                           ).hexdigest()[:12]
 """Part of the cache key: a changed measuring method never reuses old numbers."""
 SCHEMA_VERSION = 1
 BENCH_TIMEOUT = 600.0
-SEQ_CAP = 4096
-"""A model config's max_position_embeddings is capped here (131072 would take minutes and a
-quadratic reference); pass --seq-len to measure longer."""
-BACKENDS = ("sdpa", "flex_attention", "xformers", "flash_attention_2", "flash_attention_3",
-            "flash_attention_4", "sage")
-ALIASES = {"flex": "flex_attention", "fa2": "flash_attention_2", "fa3": "flash_attention_3",
-           "fa4": "flash_attention_4", "sageattention": "sage"}
-VERSIONED = ("torch", "triton", "flash-attn", "flash-attn-3", "flash-attn-4", "flash-attn-cute", "xformers",
-             "sageattention")
-"""Distributions whose versions key the cache: a new build of any of them is measured again."""
 
 
-# --------------------------------------------------------------------------- shapes
-
-
-@dataclass(frozen=True)
-class Shape:
-    batch: int = 4
-    seq_len: int = 4096
-    heads: int = 32
-    kv_heads: int = 8
-    head_dim: int = 128
-    source: str = "defaults"
-
-    @property
-    def label(self) -> str:
-        return f"B={self.batch} S={self.seq_len} H={self.heads} KV={self.kv_heads} D={self.head_dim}"
-
-
-def _field_int(data: Mapping[str, Any], name: str, where: str) -> Optional[int]:
-    v = data.get(name)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise UsageError(f"{where}: field '{name}': {v!r} is not a positive integer")
-    return v
-
-
-def parse_model_config(data: Any, where: str) -> dict[str, Any]:
-    """Attention shape from a Hugging Face ``config.json`` (``text_config`` for multimodal ones):
-    head_dim (or hidden_size / num_attention_heads), heads, kv heads, and the sequence length
-    (max_position_embeddings capped at SEQ_CAP). Raises UsageError naming the file and field."""
-    if not isinstance(data, dict):
-        raise UsageError(f"{where}: not a JSON object (expected a Hugging Face config.json)")
-    if "num_attention_heads" not in data and isinstance(data.get("text_config"), dict):
-        data, where = data["text_config"], f"{where}: text_config"
-    heads = _field_int(data, "num_attention_heads", where)
-    if heads is None:
-        raise UsageError(f"{where}: field 'num_attention_heads' is missing (is this a model config.json?)")
-    kv = _field_int(data, "num_key_value_heads", where) or heads
-    if heads % kv:
-        raise UsageError(f"{where}: field 'num_key_value_heads': {kv} does not divide num_attention_heads {heads}")
-    head_dim = _field_int(data, "head_dim", where)
-    if head_dim is None:
-        hidden = _field_int(data, "hidden_size", where)
-        if hidden is None:
-            raise UsageError(f"{where}: neither 'head_dim' nor 'hidden_size' is given")
-        if hidden % heads:
-            raise UsageError(f"{where}: field 'hidden_size': {hidden} is not a multiple of "
-                             f"num_attention_heads {heads} (and no 'head_dim' is given)")
-        head_dim = hidden // heads
-    out = {"heads": heads, "kv_heads": kv, "head_dim": head_dim}
-    mpe = _field_int(data, "max_position_embeddings", where)
-    if mpe is not None:
-        out["seq_len"] = min(mpe, SEQ_CAP)
-    return out
-
-
-def shape_from_model_config(path: Path) -> dict[str, Any]:
-    """Read and parse a config.json on disk (no network); one-line UsageError when it is bad."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read the model config: {e.strerror or e}") from None
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise UsageError(f"{path}: not valid JSON: {e}") from None
-    return parse_model_config(data, str(path))
-
-
-def parse_backends(values: Sequence[str]) -> tuple[str, ...]:
+def parse_backends(values: Sequence[str], matrix: Matrix) -> tuple[str, ...]:
     """``--backends sdpa,fa3 --backends flex`` -> canonical names, in order, without repeats."""
+    known = matrix.bench_order
+    aliases = matrix.bench_aliases()
     names: list[str] = []
     for v in values:
         for part in v.split(","):
             p = part.strip()
             if not p:
                 continue
-            p = ALIASES.get(p, p)
-            if p not in BACKENDS:
-                raise UsageError(f"--backends: unknown backend {part.strip()!r}: choose from {', '.join(BACKENDS)}")
+            p = aliases.get(p, p)
+            if p not in known:
+                raise UsageError(f"--backends: unknown backend {part.strip()!r}: choose from {', '.join(known)}")
             if p not in names:
                 names.append(p)
-    return tuple(names) or BACKENDS
+    return tuple(names) or known
+
+
+def bench_shape(model_config: Optional[Path], *, head_dim: Optional[int] = None, heads: Optional[int] = None,
+                kv_heads: Optional[int] = None, seq_len: Optional[int] = None, batch: Optional[int] = None) -> Shape:
+    """The shape to measure: defaults, then a model's config.json, then the options given. --heads
+    alone that the default 8 KV heads do not divide means MHA."""
+    from attn_installer.modelconfig import shape_from_model_config  # noqa: PLC0415
+
+    shape = Shape()
+    if model_config is not None:
+        shape = replace(shape, source=str(model_config), **shape_from_model_config(model_config))
+    given: dict[str, Any] = {"head_dim": head_dim, "heads": heads, "kv_heads": kv_heads, "seq_len": seq_len,
+                             "batch": batch}
+    shape = replace(shape, **{k: v for k, v in given.items() if v is not None})
+    if model_config is None and heads is not None and kv_heads is None and heads % shape.kv_heads:
+        shape = replace(shape, kv_heads=heads)
+    if shape.heads % shape.kv_heads:
+        raise UsageError(f"--kv-heads: {shape.kv_heads} does not divide --heads {shape.heads}")
+    return shape
+
+
+def versioned(matrix: Matrix) -> tuple[str, ...]:
+    """Distributions whose versions key the cache: a new build of any of them is measured again."""
+    dists = [d for b in matrix.backends if b.name in matrix.bench_order
+             for d in (b.version_from or ((b.distribution,) if b.distribution else ()))]
+    return tuple(dict.fromkeys(("torch", "triton", *dists)))
 
 
 # --------------------------------------------------------------------------- config and results
@@ -156,7 +103,7 @@ class BenchConfig:
     causal: bool = True
     packed: bool = False
     workload: str = "full"
-    backends: tuple[str, ...] = BACKENDS
+    backends: tuple[str, ...] = ()
     warmup: int = 3
     repeats: int = 10
 
@@ -323,18 +270,18 @@ def _unfinished(env: Mapping[str, Any], results: Sequence[BackendResult]) -> lis
 # --------------------------------------------------------------------------- cache
 
 
-def machine_facts(facts: Facts) -> dict[str, Any]:
+def machine_facts(facts: Facts, matrix: Matrix) -> dict[str, Any]:
     """What a measurement depends on besides its shape: GPUs, driver, torch and backend builds."""
     return {
         "gpus": [g.name for g in facts.gpus],
         "driver": facts.driver.version if facts.driver else None,
         "torch": facts.torch.version if facts.torch else None,
-        "packages": {d: facts.packages[d] for d in VERSIONED if d in facts.packages},
+        "packages": {d: facts.packages[d] for d in versioned(matrix) if d in facts.packages},
     }
 
 
-def cache_key(facts: Facts, config: BenchConfig) -> str:
-    blob = json.dumps({"machine": machine_facts(facts), "config": config.to_dict(), "snippet": SNIPPET_ID},
+def cache_key(facts: Facts, matrix: Matrix, config: BenchConfig) -> str:
+    blob = json.dumps({"machine": machine_facts(facts, matrix), "config": config.to_dict(), "snippet": METHOD_ID},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -355,17 +302,17 @@ def load_cached(path: Path) -> Optional[BenchReport]:
 
 
 def save_cached(path: Path, report: BenchReport) -> None:
-    from attn_installer.config import write_atomic  # noqa: PLC0415
+    from attn_installer.files import write_atomic  # noqa: PLC0415
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(report.to_dict(), indent=1, sort_keys=True) + "\n")
 
 
-def find_measured(cache_dir: Path, facts: Facts, workload: str) -> Optional[BenchReport]:
+def find_measured(cache_dir: Path, facts: Facts, matrix: Matrix, workload: str) -> Optional[BenchReport]:
     """The newest cached report measured on this machine (same GPUs, driver, torch and backend
     builds) that has numbers for the workload's metric; None when there is none."""
     metric = "fwd" if workload == "inference" else "fwd+bwd"
-    want = machine_facts(facts)
+    want = machine_facts(facts, matrix)
     best: Optional[BenchReport] = None
     folder = Path(cache_dir) / "bench"
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
@@ -389,7 +336,7 @@ def ranked(report: BenchReport, metric: str) -> list[BackendResult]:
     return sorted(rows, key=lambda r: (r.ms(metric) or 0.0, r.backend))
 
 
-def _where(report: BenchReport) -> str:
+def where(report: BenchReport) -> str:
     c = report.config
     shape = (f"B={c.get('batch')} S={c.get('seq_len')} H={c.get('heads')} KV={c.get('kv_heads')} "
              f"D={c.get('head_dim')}")
@@ -397,30 +344,44 @@ def _where(report: BenchReport) -> str:
     return f"{report.env.get('gpu', 'this GPU')}, {c.get('dtype', '?')} {mode} {shape}"
 
 
-def measured_speeds(report: BenchReport, workload: str, vendor: Optional[str] = None) -> tuple[MeasuredSpeed, ...]:
+def measured_speeds(report: BenchReport, workload: str, matrix: Matrix,
+                    vendor: Optional[str] = None) -> tuple[MeasuredSpeed, ...]:
     """The plan's input: one speed per backend for the workload's metric (fwd for inference,
-    fwd+bwd otherwise; SageAttention has no fwd+bwd, so it never ranks for training). On AMD the
-    flash_attn measurement is the ROCm (CK) build's."""
+    fwd+bwd otherwise; SageAttention has no fwd+bwd, so it never ranks for training). On AMD a
+    measurement counts for the backend measured under its name (bench_as: the ROCm flash_attn
+    builds are measured as flash_attention_2)."""
     metric = "fwd" if workload == "inference" else "fwd+bwd"
-    where = _where(report)
+    at = where(report)
+    on_amd: dict[str, str] = {}
+    for bk in matrix.backends:  # the first ROCm backend measured under a name takes its measurement
+        if bk.bench_as and bk.vendor == "amd":
+            on_amd.setdefault(bk.bench_as, bk.name)
     out = []
     for r in ranked(report, metric):
-        name = "flash_attention_2_rocm" if vendor == "amd" and r.backend == "flash_attention_2" else r.backend
+        name = on_amd.get(r.backend, r.backend) if vendor == "amd" else r.backend
         ms = r.ms(metric)
         assert ms is not None
-        out.append(MeasuredSpeed(backend=name, ms=ms, metric=metric, where=where))
+        out.append(MeasuredSpeed(backend=name, ms=ms, metric=metric, where=at))
     return tuple(out)
 
 
 # --------------------------------------------------------------------------- running
 
 
-def run_bench(runner: Runner, python: str, config: BenchConfig, *, timeout: float = BENCH_TIMEOUT) -> BenchReport:
+def run_bench(runner: Runner, python: str, config: BenchConfig, matrix: Matrix, *,
+              timeout: float = BENCH_TIMEOUT) -> BenchReport:
     """Measure in a fresh ``python -I`` from an empty temporary directory (a source checkout in
     the working directory cannot shadow the installed backends)."""
-    arg = json.dumps(config.to_dict(), sort_keys=True)
+    from attn_installer.verify import call_table  # noqa: PLC0415
+
+    by_name = {b.name: b for b in matrix.backends}
+    asked = [by_name[n] for n in config.backends if n in by_name]
+    program = {**config.to_dict(), "calls": {b.name: call_table(b) for b in asked},
+               "distributions": {b.name: list(b.version_from or ((b.distribution,) if b.distribution else ()))
+                                 for b in asked}}
+    arg = json.dumps(program, sort_keys=True)
     with tempfile.TemporaryDirectory(prefix="attn-install-bench-") as tmp:
-        done = runner.run([python, "-I", "-c", SNIPPET, arg], timeout=timeout, cwd=Path(tmp))
+        done = runner.run(target.argv(python, "attn_bench", arg), timeout=timeout, cwd=Path(tmp))
     report = parse_bench_output(done.stdout, done.stderr, done.returncode, done.timed_out, timeout)
     return replace(report, config=config.to_dict())
 
@@ -429,88 +390,3 @@ def require_ok(report: BenchReport) -> None:
     """Raise BenchError when the measuring process itself failed (not for no GPU / no torch)."""
     if report.status in ("crashed", "error"):
         raise BenchError(f"bench failed: {report.detail}")
-
-
-# --------------------------------------------------------------------------- output
-
-
-def _ms(t: Optional[Timing]) -> str:
-    if t is None:
-        return "-"
-    if t.min is None or t.max is None:
-        return f"{t.median:.2f}"
-    return f"{t.median:.2f} ({t.min:.2f}-{t.max:.2f})"
-
-
-def _f(v: Optional[float], fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
-
-
-def header(report: BenchReport) -> str:
-    e, c = report.env, report.config
-    gpu = e.get("gpu") or "no GPU"
-    driver = report.machine.get("driver") or "?"
-    return (f"{gpu}, driver {driver}, torch {e.get('torch', '?')}: {_where(report).split(', ', 1)[-1]}; "
-            f"{c.get('warmup', '?')} warm-up + {c.get('repeats', '?')} timed calls, median (min-max)")
-
-
-def render_table(report: BenchReport) -> str:
-    """The human table; '*' marks the fastest for the workload's metric."""
-    if report.status in ("no_gpu", "no_torch"):
-        return f"nothing measured: {report.detail}"
-    metric = "fwd" if report.config.get("workload") == "inference" else "fwd+bwd"
-    order = ranked(report, metric)
-    best = order[0].label if order else None
-    lines = [header(report), ""]
-    lines.append(f"{'backend':<26}{'version':<18}{'fwd ms':<22}{'fwd+bwd ms':<24}{'TFLOP/s':<14}"
-                 f"{'peak GiB':<10}{'max err':<10}note")
-    for r in report.results:
-        mark = "*" if r.label == best else " "
-        if r.status != "ok":
-            detail = " ".join(r.detail.replace("\\n", " ").split())
-            lines.append(f"{mark}{r.label:<25}{(r.version or '-')[:17]:<18}{r.status}: "
-                         f"{detail[:110] + ('...' if len(detail) > 110 else '')}")
-            continue
-        tf = f"{_f(r.fwd_tflops, '.0f')}/{_f(r.fwdbwd_tflops, '.0f')}"
-        note = f"default kernel: {r.kernel}" if r.kernel else ""
-        lines.append(f"{mark}{r.label:<25}{(r.version or '-')[:17]:<18}{_ms(r.fwd):<22}{_ms(r.fwdbwd):<24}{tf:<14}"
-                     f"{_f(r.peak_mem_gib, '.1f'):<10}{_f(r.max_abs_err, '.2e'):<10}{note}".rstrip())
-    lines.append("")
-    if best is not None:
-        lines.append(f"fastest for {report.config.get('workload', 'full')} ({metric}): {best}; "
-                     "`attn-install plan --measured` ranks by these numbers")
-    else:
-        lines.append(f"no backend has a {metric} time")
-    if not report.complete:
-        lines.append(f"incomplete: {report.detail}")
-    return "\n".join(lines)
-
-
-def write_plot(report: BenchReport, path: Path) -> None:
-    """Bar chart of TFLOP/s per backend (fwd and fwd+bwd) with GPU / driver / torch in the title."""
-    try:
-        import matplotlib  # noqa: PLC0415
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-    except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'attn-install[plot]'") from None
-    rows = [r for r in report.results if r.status == "ok"]
-    if not rows:
-        raise BenchError("nothing was measured: no plot to draw")
-    labels = [r.label for r in rows]
-    xs = list(range(len(rows)))
-    width = 0.4
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows)), 4.5))
-    ax.bar([x - width / 2 for x in xs], [r.fwd_tflops or 0.0 for r in rows], width, label="fwd")
-    ax.bar([x + width / 2 for x in xs], [r.fwdbwd_tflops or 0.0 for r in rows], width, label="fwd+bwd")
-    ax.set_xticks(xs)
-    ax.set_xticklabels(labels, rotation=30, ha="right")
-    ax.set_ylabel("TFLOP/s (causal counts half)")
-    e = report.env
-    ax.set_title(f"{e.get('gpu', '?')}, driver {report.machine.get('driver') or '?'}, torch {e.get('torch', '?')}\n"
-                 f"{_where(report).split(', ', 1)[-1]}", fontsize=9)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(str(path), dpi=120)
-    plt.close(fig)

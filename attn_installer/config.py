@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import difflib
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from attn_installer.errors import ConfigError
+from attn_installer.files import write_atomic
 
 __all__ = ["MergeOutcome", "MergeResult", "backup_path", "conflicting_keys", "merge_file", "merge_yaml",
            "render_yaml", "write_atomic"]
@@ -27,24 +26,6 @@ def render_yaml(config: Mapping[str, Any], comments: Sequence[str], header: Sequ
     yaml.dump(dict(config), buf)
     lines = [f"# {h}" for h in header] + [f"# {c}" for c in comments]
     return "\n".join(lines) + ("\n" if lines else "") + buf.getvalue()
-
-
-def write_atomic(path: Path, text: str, mode: Optional[int] = None) -> None:
-    """Write through a temporary file in the same directory, then rename over the target.
-
-    *mode* sets the permission bits (a merged file keeps its own); line endings are written as given.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent or Path()))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        if mode is not None:
-            Path(tmp).chmod(mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- merge into an existing config

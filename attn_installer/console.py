@@ -1,12 +1,19 @@
-"""Human-readable rendering of facts and plans (plain text, no colour dependency)."""
+"""Every human rendering: facts, plans, dry-run steps, install summaries (plain text, no colour)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from attn_installer.bench import BenchReport, Timing, ranked, where
 from attn_installer.facts import Facts
-from attn_installer.plan import BackendPlan, Plan
+from attn_installer.plan.model import BackendPlan, Plan
 from attn_installer.runner import format_argv
 
-__all__ = ["render_facts", "render_plan", "render_steps"]
+if TYPE_CHECKING:
+    from attn_installer.install.loop import Outcome
+
+__all__ = ["render_bench", "render_dry_run", "render_facts", "render_outcomes", "render_plan", "render_steps"]
 
 
 def render_facts(f: Facts) -> str:
@@ -58,9 +65,8 @@ def render_plan(p: Plan, *, verbose: bool = False) -> str:
         est = "-" if b.estimate_minutes is None else ("0" if b.estimate_minutes == 0
                                                      else f"~{b.estimate_minutes:g}m")
         mark = "*" if b.name == p.recommended else " "
-        reason = b.reasons[-1] if b.viable else b.reasons[0]
-        if reason.startswith("blocked:"):
-            reason = "blocked (see BLOCKER below)"
+        why = b.reasons[-1] if b.viable else b.reasons[0]
+        reason = "blocked (see BLOCKER below)" if why.kind == "blocked" else why.text
         rows.append((f"{mark}{b.name}", "yes" if b.viable else "no", b.method or "-", est, reason))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     out = []
@@ -89,7 +95,7 @@ def render_plan(p: Plan, *, verbose: bool = False) -> str:
     if verbose:
         for b in p.backends:
             out.append(f"\n{b.name}:")
-            out.extend(f"  - {r}" for r in b.reasons)
+            out.extend(f"  - {r.text}" for r in b.reasons)
     return "\n".join(out)
 
 
@@ -98,13 +104,103 @@ def render_steps(bp: BackendPlan) -> list[str]:
     lines = []
     for i, s in enumerate(bp.steps, 1):
         lines.append(f"{i}. [{s.kind}] {s.description}")
-        if s.url:
-            lines.append(f"     download {s.url}\n       -> {s.dest}" + (f" (sha256 {s.sha256})" if s.sha256 else ""))
-        elif s.dest:
-            lines.append(f"     needs {s.dest}")
+        need = s.need
+        if need is not None and need.url:
+            lines.append(f"     download {need.url}\n       -> {need.dest}"
+                         + (f" (sha256 {need.sha256})" if need.sha256 else ""))
+        elif need is not None:
+            lines.append(f"     needs {need.dest}")
         for path, content in s.writes.items():
             lines.append(f"     writes {path}: " + ", ".join(content.split()))
         for k, v in s.env.items():
             lines.append(f"     env {k}={v}")
         lines.append(f"     $ {format_argv(s.argv)}")
     return lines
+
+
+def render_dry_run(plans: Sequence[BackendPlan], p: Plan, output: Optional[Path]) -> list[str]:
+    """`install --dry-run` / `--auto --dry-run`: every step of the chosen backends, the config."""
+    lines: list[str] = []
+    for bp in plans:
+        lines.append(f"{bp.name} ({bp.method}): " + ("nothing to install" if not bp.steps else
+                                                     f"{len(bp.steps)} step(s)"))
+        lines.extend("  " + line for line in render_steps(bp))
+        if bp.wheel_cache:
+            lines.append(f"  a wheel already in {bp.wheel_cache} (same build key) skips fetch and build")
+    if output is not None and p.config:
+        from attn_installer.config import render_yaml  # noqa: PLC0415
+
+        lines.append(f"\nwould write {output}:")
+        lines.append(render_yaml(p.config, p.config_comments, []).rstrip())
+    lines.append("\ndry run: nothing was changed")
+    return lines
+
+
+def render_outcomes(outcomes: Sequence[Outcome], export: Optional[Path]) -> list[str]:
+    """The summary of an install run: one line per backend, what it left behind."""
+    lines: list[str] = []
+    for o in outcomes:
+        v = o.verify
+        verdict = f"verify {v.status}: {v.detail}" if v else ""
+        lines.append(f"{o.backend}: {'OK' if o.ok else 'FAILED'}: {o.state}" + (f" ({verdict})" if v and o.ok else ""))
+        if o.built_wheel:
+            lines.append(f"  wheel: {o.built_wheel}")
+        if o.ok and o.built:
+            lines.append(f"  verification deferred (a build installs nothing): `attn-install install {o.backend} "
+                         f"--wheelhouse {export}` on a node with the target GPU installs this wheel and verifies it")
+    return lines
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def _ms(t: Optional[Timing]) -> str:
+    if t is None:
+        return "-"
+    if t.min is None or t.max is None:
+        return f"{t.median:.2f}"
+    return f"{t.median:.2f} ({t.min:.2f}-{t.max:.2f})"
+
+
+def _f(v: Optional[float], fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _bench_header(report: BenchReport) -> str:
+    e, c = report.env, report.config
+    gpu = e.get("gpu") or "no GPU"
+    driver = report.machine.get("driver") or "?"
+    return (f"{gpu}, driver {driver}, torch {e.get('torch', '?')}: {where(report).split(', ', 1)[-1]}; "
+            f"{c.get('warmup', '?')} warm-up + {c.get('repeats', '?')} timed calls, median (min-max)")
+
+
+def render_bench(report: BenchReport) -> str:
+    """The human table; '*' marks the fastest for the workload's metric."""
+    if report.status in ("no_gpu", "no_torch"):
+        return f"nothing measured: {report.detail}"
+    metric = "fwd" if report.config.get("workload") == "inference" else "fwd+bwd"
+    order = ranked(report, metric)
+    best = order[0].label if order else None
+    lines = [_bench_header(report), ""]
+    lines.append(f"{'backend':<26}{'version':<18}{'fwd ms':<22}{'fwd+bwd ms':<24}{'TFLOP/s':<14}"
+                 f"{'peak GiB':<10}{'max err':<10}note")
+    for r in report.results:
+        mark = "*" if r.label == best else " "
+        if r.status != "ok":
+            detail = " ".join(r.detail.replace("\\n", " ").split())
+            lines.append(f"{mark}{r.label:<25}{(r.version or '-')[:17]:<18}{r.status}: "
+                         f"{detail[:110] + ('...' if len(detail) > 110 else '')}")
+            continue
+        tf = f"{_f(r.fwd_tflops, '.0f')}/{_f(r.fwdbwd_tflops, '.0f')}"
+        note = f"default kernel: {r.kernel}" if r.kernel else ""
+        lines.append(f"{mark}{r.label:<25}{(r.version or '-')[:17]:<18}{_ms(r.fwd):<22}{_ms(r.fwdbwd):<24}{tf:<14}"
+                     f"{_f(r.peak_mem_gib, '.1f'):<10}{_f(r.max_abs_err, '.2e'):<10}{note}".rstrip())
+    lines.append("")
+    if best is not None:
+        lines.append(f"fastest for {report.config.get('workload', 'full')} ({metric}): {best}; "
+                     "`attn-install plan --measured` ranks by these numbers")
+    else:
+        lines.append(f"no backend has a {metric} time")
+    if not report.complete:
+        lines.append(f"incomplete: {report.detail}")
+    return "\n".join(lines)

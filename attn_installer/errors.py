@@ -1,33 +1,41 @@
 """Every error attn-install raises on purpose, with its exit code.
 
-Only :mod:`attn_installer.cli` turns these into an exit; core modules raise them.
-A message is one line that names the file / field / fact and says what to do.
+Only :mod:`attn_installer.cli` turns these into an exit; core modules raise them. A message is one
+line that names the file / field / fact and says what to do (a failed install adds the last lines
+of its log below it).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, Optional
 
 __all__ = [
+    "INTERNAL_ERROR",
     "AttnInstallError",
     "BenchError",
     "BusyError",
     "ConfigError",
-    "InstallError",
-    "InterruptedError_",
+    "DiskFullError",
+    "DownloadError",
     "FactsError",
+    "InstallError",
+    "InstallInterruptedError",
     "MatrixError",
     "NoViableBackendError",
     "ProbeError",
+    "StepFailedError",
     "UsageError",
     "VerifyError",
 ]
+
+INTERNAL_ERROR = 70
+"""A bug: anything that is not an AttnInstallError (traceback with --debug)."""
 
 
 class AttnInstallError(Exception):
     """Base class: an expected failure with a user-facing message."""
 
-    exit_code: ClassVar[int] = 1
+    exit_code: int = 1
 
 
 class UsageError(AttnInstallError):
@@ -72,20 +80,33 @@ class InstallError(AttnInstallError):
     exit_code = 8
 
 
+class DownloadError(InstallError):
+    """A file that does not exist, cannot be reached, or does not match its hash."""
+
+
+class DiskFullError(InstallError):
+    """No space left (ENOSPC) in the target environment, the cache, the temp dir or the log folder."""
+
+
+class StepFailedError(InstallError):
+    """One backend's install failed: what failed, the hint, and what the rollback did.
+
+    ``outcome`` is the install's record (steps run, verification, rollback) for the report."""
+
+    def __init__(self, message: str, *, hint: str = "", outcome: Optional[Any] = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.outcome = outcome
+
+
 class BusyError(AttnInstallError):
     """Another attn-install holds the lock of the target environment."""
 
     exit_code = 9
 
 
-class InterruptedError_(AttnInstallError):
-    """Ctrl-C during an install; the message says what state the environment is in."""
-
-    exit_code = 130
-
-
 class ConfigError(AttnInstallError):
-    """An existing axolotl config (``config --merge``) cannot be read, parsed or merged."""
+    """An axolotl config cannot be read, parsed, merged or written."""
 
     exit_code = 10
 
@@ -94,3 +115,15 @@ class BenchError(AttnInstallError):
     """`attn-install bench` could not measure (the measuring process crashed or timed out early)."""
 
     exit_code = 11
+
+
+class InstallInterruptedError(AttnInstallError):
+    """Ctrl-C, SIGTERM or SIGHUP during an install; the message says what state the environment is in.
+
+    The exit code is 128 + the signal: 130 (SIGINT), 143 (SIGTERM), 129 (SIGHUP)."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum

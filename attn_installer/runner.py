@@ -3,6 +3,10 @@
 Every command is an argv list (never a shell string), runs with a timeout, and is logged
 (argv, exit code, duration, output) to the log file when one is given. A missing executable
 is a result (exit 127), not an exception: probes treat "no nvidia-smi" as a fact.
+
+A command runs in a process group of its own (a terminal's Ctrl-C reaches attn-install, which stops
+the command and rolls back), and on Linux it is killed when attn-install dies, even by ``kill -9``:
+pip never finishes an install unattended.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,19 @@ class Completed:
     def output(self) -> str:
         return self.stdout + self.stderr
 
+    def tail(self, n: int = 1) -> list[str]:
+        """The last *n* non-empty lines of the output (stderr's when it has any)."""
+        text = self.stderr if self.stderr.strip() else self.stdout
+        return [ln for ln in text.splitlines() if ln.strip()][-n:]
+
+    @property
+    def last_line(self) -> str:
+        """The last non-empty output line, or what happened when there is none."""
+        lines = self.tail(1)
+        if lines:
+            return lines[0].strip()
+        return "timed out" if self.timed_out else f"exit {self.returncode}, no output"
+
 
 class Runner(Protocol):
     def run(
@@ -53,6 +71,19 @@ class Runner(Protocol):
         on_idle: Optional[Callable[[float], None]] = None,
         idle_seconds: float = 600.0,
     ) -> Completed: ...
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: SIGKILL this child when attn-install dies (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except Exception:  # noqa: BLE001, S110 - not Linux: the command still runs
+        pass
+
+
+_PREEXEC = _die_with_parent if sys.platform.startswith("linux") else None
 
 
 def format_argv(argv: Sequence[str]) -> str:
@@ -104,7 +135,7 @@ class SubprocessRunner:
                 proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
                     (exe, *args[1:]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     stdin=subprocess.DEVNULL, text=True, errors="replace", env=full_env, cwd=cwd,
-                    start_new_session=True,
+                    start_new_session=True, preexec_fn=_PREEXEC,  # noqa: PLW1509 - prctl only
                 )
             except OSError as e:
                 done = Completed(args, NOT_FOUND, "", f"{args[0]}: {e.strerror}\n",
@@ -145,7 +176,7 @@ class SubprocessRunner:
         proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
             (exe, *args[1:]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, cwd=cwd, text=True, errors="replace", bufsize=1,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_PREEXEC,  # noqa: PLW1509 - prctl only
         )
         assert proc.stdout is not None
         lines: list[str] = []

@@ -91,3 +91,19 @@ def validate(instance: dict, contract: str) -> None:
     import jsonschema
 
     jsonschema.validate(instance, _contract(contract))
+
+
+def load_target(name: str):
+    """A program of attn_installer/target (they run in the user's Python) as a module, with that
+    folder on sys.path as its boot line puts it there, so it imports its sibling attn_calls."""
+    import importlib
+    import sys
+
+    from attn_installer import target
+
+    sys.path.insert(0, str(target.DIR))
+    try:
+        sys.modules.pop(name, None)
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(target.DIR))

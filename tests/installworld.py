@@ -106,7 +106,7 @@ def deps_house(tmp_path_factory):
 
     from packaging.requirements import Requirement
 
-    from attn_installer.envstate import repack
+    from attn_installer.install.backup import repack
     from attn_installer.runner import SubprocessRunner
 
     house = tmp_path_factory.mktemp("deps")

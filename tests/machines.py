@@ -70,3 +70,17 @@ MACHINES = {
     "old_driver": facts([nv("NVIDIA A100-SXM4-80GB", "sm_80")], Driver("nvidia", "470.82.01", cuda="11.4"),
                         torch("2.8.0+cu128", "12.8")),
 }
+
+
+TARGET_FIELDS = ("cache_dir", "python", "installer", "wheelhouse")
+
+
+def planned(f: Facts, **kw):
+    """The plan for facts *f*; keyword arguments are Request fields, plus the Target's
+    (cache_dir, python, installer, wheelhouse)."""
+    from attn_installer.matrix import load_matrix
+    from attn_installer.plan import plan_for
+    from attn_installer.request import Request, Target
+
+    target = Target(**{k: kw.pop(k) for k in TARGET_FIELDS if k in kw})
+    return plan_for(f, load_matrix(), Request(**kw), target)

@@ -31,9 +31,11 @@ def probe_system(
     nvml: Any = None,
     amdsmi: Any = None,
     want_arch_list: bool = False,
+    distributions: Optional[frozenset[str]] = None,
 ) -> Facts:
     """Probe everything. ``nvml``/``amdsmi`` replace the real modules (tests); ``nvml=False``
-    skips NVML (``ATTN_INSTALL_NO_NVML=1``), so nvidia-smi answers."""
+    skips NVML (``ATTN_INSTALL_NO_NVML=1``), so nvidia-smi answers. ``distributions``: which
+    installed distributions to record (the matrix's; None records all)."""
     if nvml is None and env.get("ATTN_INSTALL_NO_NVML") == "1":
         nvml = False
     host, sources = probe_host(env, root=root)
@@ -61,7 +63,7 @@ def probe_system(
     if not gpus:
         notes.append("no GPU visible to this process")
 
-    pyenv = probe_python_env(runner, python_exe, want_arch_list=want_arch_list)
+    pyenv = probe_python_env(runner, python_exe, want_arch_list=want_arch_list, distributions=distributions)
     notes.extend(pyenv.notes)
     sources["torch"] = "torch/version.py (not imported)" if pyenv.torch else "none"
     if pyenv.torch and pyenv.torch.arch_list is not None:

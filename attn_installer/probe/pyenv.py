@@ -23,7 +23,6 @@ from attn_installer.facts import PythonInfo, TorchInfo
 from attn_installer.runner import Runner
 
 __all__ = [
-    "RELEVANT_DISTRIBUTIONS",
     "PythonEnv",
     "parse_torch_cmake_abi",
     "parse_torch_version_py",
@@ -31,12 +30,6 @@ __all__ = [
     "read_distributions",
 ]
 
-RELEVANT_DISTRIBUTIONS = frozenset({
-    "torch", "torchvision", "torchaudio", "triton", "pytorch-triton-rocm",
-    "flash-attn", "flash-attn-3", "flash-attn-4", "flash-attn-cute", "xformers", "sageattention",
-    "axolotl", "transformers", "kernels", "ninja", "packaging", "psutil", "setuptools", "wheel",
-    "numpy", "einops",
-})
 PYTHON_TIMEOUT = 20.0
 ARCH_LIST_TIMEOUT = 60.0
 
@@ -112,8 +105,9 @@ def read_torch(site_dirs: Sequence[str]) -> tuple[Optional[TorchInfo], Optional[
     return None, None
 
 
-def read_distributions(site_dirs: Sequence[str]) -> dict[str, str]:
-    """Installed distributions that matter to the plan (canonical name → version)."""
+def read_distributions(site_dirs: Sequence[str], wanted: Optional[frozenset[str]] = None) -> dict[str, str]:
+    """Installed distributions (canonical name → version): those in *wanted* (the matrix's pinned,
+    backend and watched distributions), or all of them."""
     found: dict[str, str] = {}
     for d in site_dirs:
         base = Path(d)
@@ -127,7 +121,7 @@ def read_distributions(site_dirs: Sequence[str]) -> dict[str, str]:
             stem = entry.name.rsplit(".", 1)[0]
             name, _, version = stem.partition("-")
             canon = canonicalize_name(name)
-            if canon not in RELEVANT_DISTRIBUTIONS or canon in found:
+            if (wanted is not None and canon not in wanted) or canon in found:
                 continue
             meta = _metadata_version(entry) or version
             if meta:
@@ -149,7 +143,8 @@ def _metadata_version(info_dir: Path) -> Optional[str]:
     return None
 
 
-def probe_python_env(runner: Runner, python_exe: Optional[str], *, want_arch_list: bool) -> PythonEnv:
+def probe_python_env(runner: Runner, python_exe: Optional[str], *, want_arch_list: bool,
+                     distributions: Optional[frozenset[str]] = None) -> PythonEnv:
     """Probe the interpreter that will receive installs (this one unless ``python_exe`` is given)."""
     notes: list[str] = []
     if python_exe is None or Path(python_exe).resolve() == Path(sys.executable).resolve():
@@ -169,7 +164,7 @@ def probe_python_env(runner: Runner, python_exe: Optional[str], *, want_arch_lis
         path = tuple(data["path"])
         exe = python_exe
     torch, origin = read_torch(path)
-    packages = read_distributions(path)
+    packages = read_distributions(path, distributions)
     if torch is not None and want_arch_list and (torch.cuda or torch.hip):
         done = runner.run([exe, "-c", _ARCH_LIST_SNIPPET], timeout=ARCH_LIST_TIMEOUT)
         if done.ok:

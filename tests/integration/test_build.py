@@ -76,7 +76,7 @@ def sage_repo(world):
     sources.write_text(text.replace("sm_90 = 14", "sm_90 = 4"))
     import sys
 
-    from attn_installer.envstate import repack
+    from attn_installer.install.backup import repack
     from attn_installer.runner import SubprocessRunner
 
     tools = world.tmp / "tools"

@@ -108,7 +108,7 @@ def test_download_for_another_machine_then_install_offline(world):
 
 
 def test_a_second_run_waits_for_the_lock_then_says_so(world):
-    from attn_installer.envstate import EnvLock
+    from attn_installer.install.lock import EnvLock
 
     world.idx.add(good_xformers(world.wheels))
     before = freeze(world)
@@ -210,21 +210,3 @@ def test_uv_installer_uses_the_same_pins(world):
     ok = run(world, "install", "--python", world.py, "--yes", "--installer", "uv", env=env)
     assert ok.returncode == 0, ok.stderr
     assert "torch==2.8.0+cu126" in freeze(world) and f"xformers=={XF}" in freeze(world)
-
-
-def test_rollback_commands_use_uv_where_the_env_has_no_pip(tmp_path, monkeypatch):
-    """A uv-made venv has no pip: the rollback's installs and removals go through `uv pip --python`."""
-    from attn_installer import install
-    from attn_installer.envstate import EnvState
-
-    inst = install.Installer(runner=None, hints=(), opts=install.Options(python="/env/bin/python",  # type: ignore[arg-type]
-                                                                         cache_dir=tmp_path), say=print)
-    with_pip = EnvState(prefix="/env", executable="/env/bin/python", packages={}, pip="24.0")
-    no_pip = EnvState(prefix="/env", executable="/env/bin/python", packages={}, pip=None)
-    monkeypatch.setattr(install.shutil, "which", lambda name: "/usr/bin/uv" if name == "uv" else None)
-    assert inst._pip_for(no_pip)("uninstall", "sageattention") == (
-        "uv", "pip", "uninstall", "--python", "/env/bin/python", "sageattention")
-    assert inst._pip_for(with_pip)("uninstall", "sageattention") == (
-        "/env/bin/python", "-m", "pip", "uninstall", "-y", "--no-input", "--disable-pip-version-check",
-        "sageattention")
-    assert inst._pip_for(with_pip)("install", "--no-deps", "x==1")[3:5] == ("install", "--no-input")

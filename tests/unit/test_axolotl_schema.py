@@ -14,10 +14,8 @@ import pytest
 from packaging.version import Version
 
 from attn_installer.matrix import load_matrix
-from attn_installer.plan import make_plan
-from attn_installer.resolve import Request
 from tests.conftest import FIXTURES
-from tests.machines import MACHINES
+from tests.machines import MACHINES, planned
 
 SCHEMA = json.loads((FIXTURES / "axolotl/schema.json").read_text())
 VERSIONS = {v["version"]: v for v in SCHEMA["versions"]}
@@ -45,9 +43,8 @@ def configs(version: str):
     for machine in MACHINE_NAMES:
         for backend in matrix.backend_names:
             for workload in ("full", "lora"):
-                p = make_plan(MACHINES[machine], matrix, Request(
-                    cache_dir="/cache", backend=backend, workload=workload, allow_source=True,
-                    axolotl_version=version))
+                p = planned(MACHINES[machine], cache_dir="/cache", backend=backend, workload=workload,
+                            allow_source=True, axolotl_version=version)
                 if p.recommended is not None:
                     yield machine, backend, workload, p
 

@@ -11,12 +11,14 @@ import pytest
 
 from attn_installer import bench as b
 from attn_installer import cli
+from attn_installer.cli.app import App
+from attn_installer.console import render_bench
 from attn_installer.errors import BenchError, UsageError
 from attn_installer.matrix import load_matrix
-from attn_installer.plan import make_plan
-from attn_installer.resolve import MeasuredSpeed, Request
-from tests.conftest import FIXTURES, FakeRunner
-from tests.machines import MACHINES
+from attn_installer.modelconfig import Shape, parse_model_config, shape_from_model_config
+from attn_installer.request import MeasuredSpeed
+from tests.conftest import FIXTURES, FakeRunner, load_target
+from tests.machines import MACHINES, planned
 
 BENCH = FIXTURES / "bench"
 H200_8K = (BENCH / "h200-b2-s8192-recorded.jsonl").read_text()
@@ -25,12 +27,14 @@ NO_GPU = ('{"attn_bench": 1, "kind": "env", "status": "no_gpu", "detail": "torch
           'no GPU to measure", "torch": "2.8.0+cpu"}\n{"attn_bench": 1, "kind": "done"}\n')
 H200 = dataclasses.replace(MACHINES["h200_torch211"],
                            packages={**MACHINES["h200_torch211"].packages, "flash-attn-3": "3.0.0b1"})
-CONFIG_8K = b.BenchConfig(shape=b.Shape(batch=2, seq_len=8192, heads=32, kv_heads=32, head_dim=128))
+M = load_matrix()
+CONFIG_8K = b.BenchConfig(shape=Shape(batch=2, seq_len=8192, heads=32, kv_heads=32, head_dim=128),
+                          backends=M.bench_order)
 
 
 def report(text=H200_8K, config=CONFIG_8K, facts=H200):
     rep = b.parse_bench_output(text, "", 0, False)
-    return dataclasses.replace(rep, config=config.to_dict(), machine=b.machine_facts(facts),
+    return dataclasses.replace(rep, config=config.to_dict(), machine=b.machine_facts(facts, M),
                                created="2026-11-27T12:00:00+00:00")
 
 
@@ -44,11 +48,11 @@ def report(text=H200_8K, config=CONFIG_8K, facts=H200):
     ("gemma-7b.json", {"heads": 16, "kv_heads": 16, "head_dim": 256, "seq_len": 4096}),
 ])
 def test_shape_from_hf_config(name, want):
-    assert b.shape_from_model_config(BENCH / "model-configs" / name) == want
+    assert shape_from_model_config(BENCH / "model-configs" / name) == want
 
 
 def test_shape_short_context_and_multimodal_text_config():
-    got = b.parse_model_config({"text_config": {"hidden_size": 2048, "num_attention_heads": 16,
+    got = parse_model_config({"text_config": {"hidden_size": 2048, "num_attention_heads": 16,
                                                 "max_position_embeddings": 2048}}, "cfg.json")
     assert got == {"heads": 16, "kv_heads": 16, "head_dim": 128, "seq_len": 2048}
 
@@ -69,16 +73,17 @@ def test_bad_model_config_is_one_line_naming_file_and_field(tmp_path, content, n
     if content is not None:
         path.write_text(content)
     with pytest.raises(UsageError) as e:
-        b.shape_from_model_config(path)
+        shape_from_model_config(path)
     msg = str(e.value)
     assert needle in msg and str(path) in msg and "\n" not in msg
 
 
 def test_backend_names_and_aliases():
-    assert b.parse_backends(()) == b.BACKENDS
-    assert b.parse_backends(("sdpa,fa3", "flex", "sdpa")) == ("sdpa", "flash_attention_3", "flex_attention")
+    assert b.parse_backends((), M) == ("sdpa", "flex_attention", "xformers", "flash_attention_2",
+                                       "flash_attention_3", "flash_attention_4", "sage")
+    assert b.parse_backends(("sdpa,fa3", "flex", "sdpa"), M) == ("sdpa", "flash_attention_3", "flex_attention")
     with pytest.raises(UsageError, match="unknown backend 'eagerr'"):
-        b.parse_backends(("eagerr",))
+        b.parse_backends(("eagerr",), M)
 
 
 # --------------------------------------------------------------------------- parsing and ranking
@@ -99,12 +104,12 @@ def test_recorded_h200_output_parses_and_ranks():
 
 
 def test_recorded_short_sequence_ranks_fa3_then_sdpa():
-    rep = report(H200_2K, dataclasses.replace(CONFIG_8K, shape=b.Shape(batch=8, seq_len=2048, kv_heads=32)))
+    rep = report(H200_2K, dataclasses.replace(CONFIG_8K, shape=Shape(batch=8, seq_len=2048, kv_heads=32)))
     assert [r.label for r in b.ranked(rep, "fwd+bwd")][:2] == ["flash_attention_3", "sdpa"]
 
 
 def test_table_marks_the_winner_and_says_what_was_skipped():
-    text = b.render_table(report())
+    text = render_bench(report())
     assert "NVIDIA H200, driver 580.159.04, torch 2.11.0+cu130" in text
     assert "*flash_attention_3" in text and "default kernel: cudnn" in text
     assert "sdpa[math]" in text and "skipped: math kernel skipped" in text
@@ -114,7 +119,7 @@ def test_table_marks_the_winner_and_says_what_was_skipped():
 def test_no_gpu_and_no_torch_measure_nothing():
     rep = b.parse_bench_output(NO_GPU, "", 0, False)
     assert rep.status == "no_gpu" and not rep.measured and rep.complete
-    assert b.render_table(rep).startswith("nothing measured: torch.cuda.is_available() is False")
+    assert render_bench(rep).startswith("nothing measured: torch.cuda.is_available() is False")
     b.require_ok(rep)  # not an error
 
 
@@ -137,43 +142,44 @@ def test_crash_without_output_is_an_error():
 
 
 def test_cache_key_changes_with_what_the_numbers_depend_on():
-    key = b.cache_key(H200, CONFIG_8K)
-    assert key == b.cache_key(H200, CONFIG_8K)
-    assert key != b.cache_key(H200, dataclasses.replace(CONFIG_8K, dtype="fp16"))
-    assert key != b.cache_key(H200, dataclasses.replace(CONFIG_8K, packed=True))
-    assert key != b.cache_key(H200, dataclasses.replace(CONFIG_8K, workload="inference"))
+    key = b.cache_key(H200, M, CONFIG_8K)
+    assert key == b.cache_key(H200, M, CONFIG_8K)
+    assert key != b.cache_key(H200, M, dataclasses.replace(CONFIG_8K, dtype="fp16"))
+    assert key != b.cache_key(H200, M, dataclasses.replace(CONFIG_8K, packed=True))
+    assert key != b.cache_key(H200, M, dataclasses.replace(CONFIG_8K, workload="inference"))
     newer_fa3 = dataclasses.replace(H200, packages={**H200.packages, "flash-attn-3": "3.0.0"})
-    assert key != b.cache_key(newer_fa3, CONFIG_8K)
-    assert key != b.cache_key(MACHINES["h100"], CONFIG_8K)
+    assert key != b.cache_key(newer_fa3, M, CONFIG_8K)
+    assert key != b.cache_key(MACHINES["h100"], M, CONFIG_8K)
 
 
 def test_cache_round_trip_and_lookup_for_the_plan(tmp_path):
-    rep = dataclasses.replace(report(), key=b.cache_key(H200, CONFIG_8K))
+    rep = dataclasses.replace(report(), key=b.cache_key(H200, M, CONFIG_8K))
     path = b.cache_path(tmp_path, rep.key)
     b.save_cached(path, rep)
     assert path.parent.name == "bench"
     again = b.load_cached(path)
     assert again == rep
-    assert b.find_measured(tmp_path, H200, "full") == rep
-    assert b.find_measured(tmp_path, MACHINES["h200_torch211"], "full") is None  # FA3 not installed there
+    assert b.find_measured(tmp_path, H200, M, "full") == rep
+    assert b.find_measured(tmp_path, MACHINES["h200_torch211"], M, "full") is None  # FA3 not installed there
     path.write_text("{broken")
-    assert b.load_cached(path) is None and b.find_measured(tmp_path, H200, "full") is None
+    assert b.load_cached(path) is None and b.find_measured(tmp_path, H200, M, "full") is None
 
 
 # --------------------------------------------------------------------------- plan --measured
 
 
 def plan(facts, workload="full", measured=()):
-    return make_plan(facts, load_matrix(), Request(workload=workload, cache_dir="/c", measured=tuple(measured)))
+    return planned(facts, workload=workload, cache_dir="/c", measured=tuple(measured))
 
 
 def test_plan_measured_reasons_from_the_recorded_h200():
-    p = plan(H200, measured=b.measured_speeds(report(), "full", "nvidia"))
+    p = plan(H200, measured=b.measured_speeds(report(), "full", M, "nvidia"))
     assert p.recommended == "flash_attention_3"
-    fa3 = p.backend("flash_attention_3").reasons[-1]
+    fa3 = p.backend("flash_attention_3").reason_texts[-1]
     assert fa3.startswith("measured: 6.71 ms fwd+bwd, fastest of 3 on this GPU (NVIDIA H200, bf16 causal B=2 S=8192")
-    assert p.backend("sdpa").reasons[-1] == "measured: 7.45 ms fwd+bwd, 1.11x the time of flash_attention_3 on this GPU"
-    assert not any(r.startswith("measured") for r in p.backend("sage").reasons)
+    assert p.backend("sdpa").reason_texts[-1] == (
+        "measured: 7.45 ms fwd+bwd, 1.11x the time of flash_attention_3 on this GPU")
+    assert not any(r.startswith("measured") for r in p.backend("sage").reason_texts)
 
 
 def test_measured_order_overrides_the_static_ranking():
@@ -186,7 +192,7 @@ def test_measured_order_overrides_the_static_ranking():
 def test_sage_never_wins_full_even_when_measured_fastest():
     sage_first = [MeasuredSpeed("sage", 0.1, "fwd+bwd"), MeasuredSpeed("sdpa", 7.0, "fwd+bwd")]
     assert plan(H200, "full", sage_first).recommended == "sdpa"
-    infer = b.measured_speeds(report(), "inference", "nvidia")
+    infer = b.measured_speeds(report(), "inference", M, "nvidia")
     assert [m.backend for m in infer] == ["flash_attention_3", "sdpa", "flex_attention", "sage"]
     assert plan(H200, "inference", infer).recommended == "flash_attention_3"
 
@@ -196,16 +202,14 @@ def test_rocm_flash_attn_measurement_maps_to_the_rocm_backend():
         '{"attn_bench": 1, "kind": "env", "status": "ok", "gpu": "AMD Instinct MI300X"}\n'
         '{"attn_bench": 1, "kind": "result", "backend": "flash_attention_2", "status": "ok", '
         '"fwd_ms": {"median": 2.0}, "fwdbwd_ms": {"median": 8.0}}\n{"attn_bench": 1, "kind": "done"}\n', "", 0, False)
-    assert [m.backend for m in b.measured_speeds(rep, "full", "amd")] == ["flash_attention_2_rocm"]
+    assert [m.backend for m in b.measured_speeds(rep, "full", M, "amd")] == ["flash_attention_2_rocm"]
 
 
 # --------------------------------------------------------------------------- the snippet
 
 
-def snippet_namespace():
-    ns: dict = {"__name__": "attn_bench_snippet"}
-    exec(compile(b.SNIPPET, "_bench_snippet.py", "exec"), ns)  # top level imports json/math/sys/time only
-    return ns
+def bench_program():
+    return load_target("attn_bench")
 
 
 @pytest.mark.parametrize(("names", "kernel"), [
@@ -217,12 +221,12 @@ def snippet_namespace():
     (["aten::copy_"], "unknown"),
 ])
 def test_snippet_names_the_sdpa_kernel(names, kernel):
-    assert snippet_namespace()["classify_kernel"](names) == kernel
+    assert bench_program().classify_kernel(names) == kernel
 
 
 def test_snippet_without_torch_says_so(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch", None)
-    assert snippet_namespace()["main"](["-c", "{}"]) == 0
+    assert bench_program().main(["attn_bench.py", "{}"]) == 0
     rep = b.parse_bench_output(capsys.readouterr().out, "", 0, False)
     assert rep.status == "no_torch" and "torch cannot be imported" in rep.detail
 
@@ -231,7 +235,7 @@ def test_snippet_runs_on_cpu_torch_when_available(allow_subprocess, tmp_path):
     pytest.importorskip("torch")
     from attn_installer.runner import SubprocessRunner
 
-    rep = b.run_bench(SubprocessRunner(), sys.executable, CONFIG_8K, timeout=120)
+    rep = b.run_bench(SubprocessRunner(), sys.executable, CONFIG_8K, M, timeout=120)
     assert rep.status in ("no_gpu", "ok")
 
 
@@ -239,37 +243,40 @@ def test_snippet_runs_on_cpu_torch_when_available(allow_subprocess, tmp_path):
 
 
 @pytest.fixture
-def fake_cli(monkeypatch, tmp_path):
-    """cli with probe facts of the H200 and a runner replaying ``out`` for the snippet."""
-    monkeypatch.setenv("ATTN_INSTALL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(cli, "_probe", lambda python, want_arch_list=False: H200)
+def fake_cli(tmp_path):
+    """An App with the probe facts of the H200 and a runner replaying ``out`` for the bench program."""
     runners: list[FakeRunner] = []
+    answer = {"out": NO_GPU}
+
+    def make(log_path=None):
+        r = FakeRunner({("/env/bin/python", "-I", "-c"): (0, answer["out"])})
+        runners.append(r)
+        return r
+
+    app = App({"ATTN_INSTALL_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path)}, runner_factory=make,
+              probe=lambda python, want_arch_list=False: H200)
 
     def use(out: str) -> list[FakeRunner]:
-        def make(*a, **kw):
-            r = FakeRunner({("/env/bin/python", "-I", "-c"): (0, out)})
-            runners.append(r)
-            return r
-
-        monkeypatch.setattr("attn_installer.runner.SubprocessRunner", make)
+        answer["out"] = out
         return runners
 
+    use.app = app  # type: ignore[attr-defined]
     return use
 
 
-def run_cli(capsys, *args):
+def run_cli(capsys, fake, *args):
     with pytest.raises(SystemExit) as e:
-        cli.main(list(args))
+        cli.main(list(args), obj=fake.app)
     out = capsys.readouterr()
     return e.value.code, out.out, out.err
 
 
 def test_cli_no_gpu_exits_0_and_caches_nothing(fake_cli, capsys, tmp_path):
     fake_cli(NO_GPU)
-    code, out, _err = run_cli(capsys, "bench")
+    code, out, _err = run_cli(capsys, fake_cli, "bench")
     assert code == 0 and out.startswith("nothing measured: torch.cuda.is_available() is False")
     assert not (tmp_path / "cache/bench").exists()
-    code, out, err = run_cli(capsys, "bench", "--plot", str(tmp_path / "p.png"))
+    code, out, err = run_cli(capsys, fake_cli, "bench", "--plot", str(tmp_path / "p.png"))
     assert code == 0 and "no plot written" in err and not (tmp_path / "p.png").exists()
 
 
@@ -278,40 +285,42 @@ def test_cli_measures_caches_plots_and_feeds_plan(fake_cli, capsys, tmp_path, al
     runners = fake_cli(H200_8K)
     shape = ("--batch", "2", "--seq-len", "8192", "--kv-heads", "32")
     png = tmp_path / "bench.png"
-    code, out, _err = run_cli(capsys, "bench", *shape, "--plot", str(png))
+    code, out, _err = run_cli(capsys, fake_cli, "bench", *shape, "--plot", str(png))
     assert code == 0 and "*flash_attention_3" in out, _err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     argv = runners[-1].calls[0]
-    assert argv[:3] == ("/env/bin/python", "-I", "-c") and json.loads(argv[4])["seq_len"] == 8192
+    assert argv[:3] == ("/env/bin/python", "-I", "-c") and argv[5] == "attn_bench"
+    program = json.loads(argv[6])
+    assert program["seq_len"] == 8192 and program["calls"]["flash_attention_3"]["module"] == "flash_attn_interface"
 
-    code, out, err = run_cli(capsys, "bench", *shape, "--json")
-    assert code == 0 and "cached result of" in err and len(runners) == 1  # no second run
+    code, out, err = run_cli(capsys, fake_cli, "bench", *shape, "--json")
+    assert code == 0 and "cached result of" in err and len([r for r in runners if r.calls]) == 1  # no second run
     doc = json.loads(out)
     assert doc["schema_version"] == 1 and doc["machine"]["driver"] == "580.159.04"
-    code, _out, _err = run_cli(capsys, "bench", *shape, "--rerun")
-    assert code == 0 and len(runners) == 2
+    code, _out, _err = run_cli(capsys, fake_cli, "bench", *shape, "--rerun")
+    assert code == 0 and len([r for r in runners if r.calls]) == 2
 
-    code, out, _err = run_cli(capsys, "plan", "--measured")
+    code, out, _err = run_cli(capsys, fake_cli, "plan", "--measured")
     assert code == 0 and "measured: 6.71 ms fwd+bwd, fastest of 3 on this GPU" in out
     assert "recommended: flash_attention_3" in out
     cfg = tmp_path / "out.yaml"
-    code, out, _err = run_cli(capsys, "config", "--measured", "-o", str(cfg))
+    code, out, _err = run_cli(capsys, fake_cli, "config", "--measured", "-o", str(cfg))
     assert code == 0 and "attn_implementation: flash_attention_3" in cfg.read_text()
 
 
 def test_cli_plan_measured_without_a_bench_falls_back(fake_cli, capsys):
-    code, out, err = run_cli(capsys, "plan", "--measured")
+    code, out, err = run_cli(capsys, fake_cli, "plan", "--measured")
     assert code == 0 and "using the static ranking" in err and "measured:" not in out
 
 
 def test_cli_bad_model_config_and_missing_matplotlib(fake_cli, capsys, tmp_path, monkeypatch):
     bad = tmp_path / "config.json"
     bad.write_text('{"hidden_size": 4096}')
-    code, _out, err = run_cli(capsys, "bench", "--model-config", str(bad))
+    code, _out, err = run_cli(capsys, fake_cli, "bench", "--model-config", str(bad))
     assert code == 2 and err.count("\n") == 1 and str(bad) in err and "num_attention_heads" in err
     fake_cli(H200_8K)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    code, _out, err = run_cli(capsys, "bench", "--plot", str(tmp_path / "x.png"))
+    code, _out, err = run_cli(capsys, fake_cli, "bench", "--plot", str(tmp_path / "x.png"))
     assert code == 2 and "pip install 'attn-install[plot]'" in err
 
 
@@ -327,10 +336,10 @@ def test_real_h200_bench_run_recommends_the_measured_winner():
     assert rec is not None and rec.complete
     facts = load_facts(Path(FIXTURES / "nvidia/h200-device/probe.json"))
     facts = dataclasses.replace(facts, packages={**facts.packages, "flash-attn-3": "3.0.0b1"})
-    p = plan(facts, measured=b.measured_speeds(rec, "full", "nvidia"))
+    p = plan(facts, measured=b.measured_speeds(rec, "full", M, "nvidia"))
     best = b.ranked(rec, "fwd_bwd")[0]
     assert best.backend == p.recommended == "flash_attention_3"
-    assert p.backend("sdpa").reasons[-1].startswith("measured: 3.74 ms fwd+bwd, 1.08x")
+    assert p.backend("sdpa").reason_texts[-1].startswith("measured: 3.74 ms fwd+bwd, 1.08x")
 
 
 def test_real_h200_run_with_two_installed_backends_and_packed():
@@ -350,14 +359,14 @@ def test_real_h200_run_with_two_installed_backends_and_packed():
     facts = load_facts(Path(FIXTURES / "nvidia/h200-device/probe.json"))
     facts = dataclasses.replace(facts, packages={**facts.packages, "flash-attn-3": "3.0.0b1",
                                                  "sageattention": "2.2.0"})
-    full = b.measured_speeds(rec, "full", "nvidia")
+    full = b.measured_speeds(rec, "full", M, "nvidia")
     assert "sage" not in {m.backend for m in full}
     p = plan(facts, measured=full)
     best = min(full, key=lambda m: m.ms)
     chosen = next(m for m in full if m.backend == p.recommended)
     assert p.recommended == "flash_attention_3" and best.ms / chosen.ms >= 0.95
     # inference: forward times, Sage included (1.69 ms there, slower than FA3's 0.87 ms at this GQA shape)
-    fwd = {m.backend: m.ms for m in b.measured_speeds(rec, "inference", "nvidia")}
+    fwd = {m.backend: m.ms for m in b.measured_speeds(rec, "inference", M, "nvidia")}
     assert fwd["sage"] > fwd["flash_attention_3"]
     packed = b.load_cached(FIXTURES / "bench/h200-device-bench-packed.json")
     assert packed is not None

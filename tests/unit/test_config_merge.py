@@ -12,10 +12,8 @@ import pytest
 from attn_installer.config import conflicting_keys, merge_file, merge_yaml
 from attn_installer.errors import ConfigError
 from attn_installer.matrix import load_matrix
-from attn_installer.plan import make_plan
-from attn_installer.resolve import Request
 from tests.conftest import FIXTURES, REPO
-from tests.machines import MACHINES
+from tests.machines import MACHINES, planned
 
 AXOLOTL = FIXTURES / "axolotl"
 CONFIGS = sorted(p.name for p in AXOLOTL.glob("*.yaml"))
@@ -23,7 +21,7 @@ TOP_KEY = re.compile(r"^([A-Za-z_]\w*)\s*:")
 
 
 def recommended(machine: str, **kw):
-    p = make_plan(MACHINES[machine], load_matrix(), Request(cache_dir="/cache", **kw))
+    p = planned(MACHINES[machine], cache_dir="/cache", **kw)
     assert p.recommended is not None
     return p.config, conflicting_keys(p.config, load_matrix().attention_keys), p.config_comments
 

@@ -13,8 +13,8 @@ import pytest
 from attn_installer.console import render_facts, render_plan, render_steps
 from attn_installer.facts import load_facts
 from attn_installer.matrix import load_matrix
-from attn_installer.plan import make_plan
-from attn_installer.resolve import Request
+from attn_installer.plan import plan_for
+from attn_installer.request import Request, Target
 from tests.conftest import FIXTURES, validate
 from tests.machines import MACHINES
 
@@ -26,7 +26,7 @@ CASES = [(name, workload, source) for name in sorted(MACHINES) for workload in (
 
 
 def snapshot(facts, **request) -> dict:
-    p = make_plan(facts, load_matrix(), Request(cache_dir="/cache", **request))
+    p = plan_for(facts, load_matrix(), Request(**request), Target(cache_dir="/cache"))
     d = p.to_dict()
     validate(d, "plan.schema.json")
     return {

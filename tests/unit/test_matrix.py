@@ -29,7 +29,7 @@ def test_every_file_is_read():
 
 def test_sageattention_220_comes_from_source_not_pypi():
     m = load_matrix()
-    assert m.backend("sage").methods == ("installed", "source")
+    assert m.backend("sage").routes == ("installed", "source")
     sb = m.source_for("sage")
     # pinned past the v2.2.0 tag, whose sageattn() returns garbage on sm_90 (fixed upstream in d970424)
     assert re.fullmatch(r"[0-9a-f]{40}", sb.ref) and "d970424" in sb.source
@@ -61,7 +61,7 @@ def load_error(directory) -> str:
 
 def test_every_bad_row_is_reported_with_file_and_line(broken):
     edit(broken, "backends.toml", ('torch = ">=2.2"', 'torch = "newer than 2.2"'),
-         ("packing = false", 'packing = "no"'), ('methods = ["builtin"]', 'methods = ["builtin", "conda"]'))
+         ("packing = false", 'packing = "no"'), ('routes = ["builtin"]', 'routes = ["builtin", "conda"]'))
     edit(broken, "xformers.toml", ("min_sm = 75", "min_smm = 75"))
     msg = load_error(broken)
     assert msg.startswith("5 problems in the matrix")
@@ -82,7 +82,7 @@ def test_unknown_backend_in_ranking_and_missing_source_row(broken):
     msg = load_error(broken)
     assert "unknown backend 'flash_attention_9'" in msg
     assert "unknown backend 'sage_attention'" in msg
-    assert "backend 'sage' lists method 'source' but sources.toml has no [[source]]" in msg
+    assert "backend 'sage' lists route 'source' but sources.toml has no [[source]]" in msg
 
 
 def test_invalid_toml(broken):
@@ -100,3 +100,32 @@ def test_missing_file(broken):
 def test_bad_arch_list(broken):
     edit(broken, "backends.toml", ('"sm_89", "sm_90", "sm_120"]', '"sm_89", "hopper"]'))
     assert "unknown arch 'hopper'" in load_error(broken)
+
+
+def test_templates_and_call_tables_are_checked_when_loaded(broken):
+    edit(broken, "flash_attn_wheels.toml", ("cxx11abi{abi}", "cxx11abi{abbi}"))
+    edit(broken, "xformers.toml", ('index_url = "https://download.pytorch.org/whl/{flavour}"',
+                                   'index_url = "https://download.pytorch.org/whl/{flavour"'))
+    edit(broken, "sources.toml", ('"{cuda_home}/include/cccl"', '"{cuda}/include/cccl"'))
+    edit(broken, "backends.toml", ('convention = "flash", module = "flash_attn_interface"',
+                                   'convention = "flashy", module = "flash_attn_interface"'))
+    msg = load_error(broken)
+    assert "top-level 'url': unknown placeholder {abbi} (known: {version}, {cuda_major}" in msg
+    assert "top-level 'index_url': not a valid template" in msg
+    assert "unknown placeholder {cuda} (known: {src}, {cuda_home})" in msg
+    assert "field 'call': field 'convention': 'flashy' is not one of sdpa, eager, flex" in msg
+
+
+def test_every_backend_has_a_call_and_the_bench_order_is_known():
+    m = load_matrix()
+    assert {b.call.convention for b in m.backends} == {"sdpa", "eager", "flex", "xformers", "flash", "sage"}
+    assert set(m.bench_order) <= set(m.backend_names)
+    assert m.bench_aliases()["fa3"] == "flash_attention_3"
+    assert m.pinned[0] == "torch" and "flash-attn" in m.recorded_distributions
+
+
+def test_a_matrix_file_that_is_not_utf8_or_too_big_is_one_line(broken):
+    (broken / "ranking.toml").write_bytes("\ufeff".encode("utf-16"))
+    assert "ranking.toml: cannot read (is UTF-16" in load_error(broken)
+    (broken / "ranking.toml").write_bytes(b"# " + b"x" * (1 << 21))
+    assert "ranking.toml: cannot read (is 2097154 bytes; at most 1048576 are read)" in load_error(broken)

@@ -6,14 +6,13 @@ import pytest
 
 from attn_installer.errors import UsageError
 from attn_installer.matrix import load_matrix
-from attn_installer.plan import make_plan
-from attn_installer.resolve import Request, covered_by
+from attn_installer.resolve import covered_by
 from tests.conftest import validate
-from tests.machines import MACHINES
+from tests.machines import MACHINES, planned
 
 
 def plan(name, **kw):
-    return make_plan(MACHINES[name], load_matrix(), Request(cache_dir="/cache", **kw))
+    return planned(MACHINES[name], cache_dir="/cache", **kw)
 
 
 def viable(p):
@@ -29,7 +28,7 @@ def test_every_plan_matches_the_contract(name):
         assert b.reasons
         for s in b.steps:
             assert not any(a.startswith(("torch>", "torch<", "--upgrade", "-U")) for a in s.argv)
-            if s.is_install and MACHINES[name].torch is not None:
+            if s.installs is not None and MACHINES[name].torch is not None:
                 path = s.argv[s.argv.index("--constraint") + 1]
                 assert f"torch=={MACHINES[name].torch.version}\n" in s.writes[path], s.argv
 
@@ -40,7 +39,7 @@ def test_colab_t4_gets_xformers_fp16_no_fa2():
     assert p.config == {"attn_implementation": "xformers", "bf16": False, "fp16": True,
                         "sample_packing": True, "pad_to_sequence_len": True}
     fa2 = p.backend("flash_attention_2")
-    assert not fa2.viable and "sm_75" in fa2.reasons[0] and "SM >=80" in fa2.reasons[0]
+    assert not fa2.viable and "sm_75" in fa2.reason_texts[0] and "SM >=80" in fa2.reason_texts[0]
     (step,) = p.backend("xformers").steps
     assert "xformers==0.0.32.post2" in step.argv
     assert "https://download.pytorch.org/whl/cu126" in step.argv
@@ -64,15 +63,19 @@ def test_fa2_wheel_needs_glibc():
 
     f = MACHINES["a100"]
     old = replace(f, host=replace(f.host, glibc="2.28"))
-    p = make_plan(old, load_matrix(), Request())
+    p = planned(old)
     fa2 = p.backend("flash_attention_2")
     assert fa2.method == "source"  # no wheel fits glibc 2.28: a source build is the way
-    assert any("glibc" in r for r in fa2.reasons) or fa2.method == "source"
+    from attn_installer.routes import find_flash_attn_wheel
+
+    wheel, why = find_flash_attn_wheel(old, load_matrix())
+    assert wheel is None and why[0] == "2.8.3: the release wheels need glibc >= 2.32; this system has 2.28"
 
 
 def test_h100_recommends_sdpa_and_names_fa3_source_build():
     p = plan("h100")
-    assert p.recommended == "flash_attention_2" or p.recommended == "sdpa"
+    # Hopper's measured order is FA3 > SDPA > FA2; FA3 needs a source build here, so SDPA is next
+    assert p.recommended == "sdpa" and p.backend("flash_attention_2").method == "wheel"
     assert p.backend("flash_attention_3").viable and p.backend("flash_attention_3").method == "source"
     assert any("flash_attention_3 ranks first" in w and "--allow-source" in w for w in p.warnings)
 
@@ -107,10 +110,10 @@ def test_rtx4090_fa2_wheel_and_sage_for_lora():
     assert p.recommended == "flash_attention_2"
     assert p.backend("flash_attention_2").download["filename"].startswith("flash_attn-2.8.3+cu12torch2.7")
     sage = p.backend("sage")
-    assert not sage.viable and "full" in sage.reasons[0]
+    assert not sage.viable and "full" in sage.reason_texts[0]
     lora = plan("rtx4090", workload="lora")
     assert lora.backend("sage").viable is False  # no nvcc on that machine: no source build
-    assert any("nvcc not found" in r for r in lora.backend("sage").reasons)
+    assert any("nvcc not found" in r for r in lora.backend("sage").reason_texts)
 
 
 def test_rtx5090_cu128_fa2_wheel_and_blackwell():
@@ -170,7 +173,7 @@ def test_cpu_only():
     p = plan("cpu_only")
     assert p.recommended == "sdpa"
     assert p.config == {"attn_implementation": "sdpa"}
-    assert "needs a GPU" in p.backend("flash_attention_2").reasons[0]
+    assert "needs a GPU" in p.backend("flash_attention_2").reason_texts[0]
 
 
 def test_no_torch_is_a_blocker():
@@ -183,7 +186,7 @@ def test_no_torch_is_a_blocker():
 def test_windows():
     p = plan("windows_4090")
     assert p.recommended == "sdpa"
-    assert "windows" in p.backend("flash_attention_2").reasons[0]
+    assert "windows" in p.backend("flash_attention_2").reason_texts[0]
 
 
 def test_mixed_gpus_fit_every_gpu():
@@ -191,7 +194,7 @@ def test_mixed_gpus_fit_every_gpu():
     assert p.recommended == "xformers"  # the T4 decides: the Turing ranking, and xformers fits both
     assert p.config["fp16"] is True  # the T4 has no bf16
     fa2 = p.backend("flash_attention_2")
-    assert not fa2.viable and "GPU 1 (Tesla T4, sm_75)" in fa2.reasons[0]
+    assert not fa2.viable and "GPU 1 (Tesla T4, sm_75)" in fa2.reason_texts[0]
     assert any("CUDA_VISIBLE_DEVICES=0" in w for w in p.warnings)
 
 
@@ -224,7 +227,7 @@ def test_sage_lora_config_comment():
 
     f = replace(MACHINES["rtx4090"], toolkit=MACHINES["a100"].toolkit, torch=MACHINES["a100"].torch,
                 packages={"torch": "2.8.0+cu128"})
-    p = make_plan(f, load_matrix(), Request(workload="lora", backend="sage"))
+    p = planned(f, workload="lora", backend="sage")
     assert p.recommended == "sage"
     assert p.config["attn_implementation"] == "sage" and p.config["pad_to_sequence_len"] is True
     assert any("LoRA" in c for c in p.config_comments)
@@ -237,21 +240,26 @@ def test_memory_limit_bounds_max_jobs():
 
     f = MACHINES["h200_torch211"]
     small = replace(f, host=replace(f.host, memory_gb=12.0, cpu_count=64))
-    env = next(s for s in make_plan(small, load_matrix(), Request(allow_source=True))
+    env = next(s for s in planned(small, allow_source=True)
                .backend("flash_attention_3").steps if s.kind == "build").env
     assert env["MAX_JOBS"] == "1" and env["NVCC_THREADS"] == "1"  # 12 GB * 0.8 fits one 5 GB thread
     tiny = replace(f, host=replace(f.host, memory_gb=4.0))
-    fa3 = make_plan(tiny, load_matrix(), Request()).backend("flash_attention_3")
-    assert not fa3.viable and "one compile job needs about 5 GB" in fa3.reasons[-1]
+    fa3 = planned(tiny).backend("flash_attention_3")
+    assert not fa3.viable and "one compile job needs about 5 GB" in fa3.reason_texts[-1]
 
 
 def test_target_arch_builds_without_gpu():
     from dataclasses import replace
 
     f = replace(MACHINES["h200_torch211"], gpus=(), driver=None)
-    p = make_plan(f, load_matrix(), Request(backend="sage", workload="lora", target_archs=("sm_89",)))
-    # a build host without a GPU still cannot *use* sage; the build env targets sm_89
-    assert not p.backend("sage").viable
+    p = planned(f, backend="sage", workload="lora", target_archs=("sm_89",))
+    # a build host without a GPU cannot use sage itself: it does not fit, for lack of a GPU
+    sage = p.backend("sage")
+    assert not sage.viable and sage.reason_texts == ("sage needs a GPU; none is visible to this process",)
+    # with the GPU there (nvcc present), the build targets sm_89 as asked, not the GPU present
+    with_gpu = planned(MACHINES["h200_torch211"], backend="sage", workload="lora", target_archs=("sm_89",))
+    build = next(s for s in with_gpu.backend("sage").steps if s.kind == "build")
+    assert build.env["TORCH_CUDA_ARCH_LIST"] == "8.9" and build.description.endswith("for sm_89")
 
 
 def test_unknown_backend_and_workload():
@@ -286,12 +294,12 @@ def test_host_gcc_against_nvcc_before_any_build(nvcc, gcc, expect):
     major = nvcc.split(".")[0]
     t = dataclasses.replace(h200.torch, version=f"2.11.0+cu{major}0", cuda=f"{major}.0")
     f = dataclasses.replace(h200, torch=t, toolkit=dataclasses.replace(h200.toolkit, nvcc=nvcc, gcc=gcc))
-    sage = make_plan(f, load_matrix(), Request(cache_dir="/cache", workload="lora")).backend("sage")
+    sage = planned(f, cache_dir="/cache", workload="lora").backend("sage")
     if expect is None:
         assert sage.viable and sage.method == "source"
     else:
         assert not sage.viable
-        why = sage.reasons[-1] + ";"
+        why = sage.reason_texts[-1] + ";"
         assert expect in why and "source build impossible: host gcc" in why
 
 
@@ -300,7 +308,7 @@ def test_no_ninja_installs_it_from_pypi_before_the_build():
 
     h200 = MACHINES["h200_torch211"]
     f = dataclasses.replace(h200, toolkit=dataclasses.replace(h200.toolkit, ninja=None))
-    sage = make_plan(f, load_matrix(), Request(cache_dir="/cache", workload="lora")).backend("sage")
+    sage = planned(f, cache_dir="/cache", workload="lora").backend("sage")
     kinds = [(s.kind, s.description) for s in sage.steps]
     ninja = kinds.index(("prepare", "install ninja (parallel compile)"))
     assert ninja < [k for k, _ in kinds].index("build")
@@ -314,7 +322,7 @@ def test_sage_on_the_device_h200_exact_steps():
     from tests.conftest import FIXTURES
 
     facts = load_facts(FIXTURES / "nvidia/h200-device/probe.json")
-    sage = make_plan(facts, load_matrix(), Request(cache_dir="/c", workload="lora")).backend("sage")
+    sage = planned(facts, cache_dir="/c", workload="lora").backend("sage")
     ref = load_matrix().source_for("sage").ref
     argv = [s.argv for s in sage.steps]
     assert argv[:3] == [("git", "init", "-q", f"/c/src/sage-{ref[:12]}"),
@@ -326,7 +334,7 @@ def test_sage_on_the_device_h200_exact_steps():
                          "NVCC_THREADS": "1", "TORCH_CUDA_ARCH_LIST": "9.0"}
     assert sage.compile_units == 14 and sage.disk_gb == 1.0 and sage.estimate_minutes == 4.2
     assert sage.steps[-1].argv[-1] == "--force-reinstall"  # a rebuilt same-version wheel replaces the old
-    assert "sageattn_qk_int8_pv_fp8_cuda_sm90" in sage.reasons[0]
+    assert "sageattn_qk_int8_pv_fp8_cuda_sm90" in sage.reason_texts[0]
 
 
 def test_sage_jobs_count_its_own_nvcc_threads_per_arch():
@@ -338,7 +346,7 @@ def test_sage_jobs_count_its_own_nvcc_threads_per_arch():
     facts = load_facts(FIXTURES / "nvidia/h200-device/probe.json")
 
     def build_env(*archs):
-        p = make_plan(facts, load_matrix(), Request(cache_dir="/c", workload="lora", target_archs=archs))
+        p = planned(facts, cache_dir="/c", workload="lora", target_archs=archs)
         return next(s for s in p.backend("sage").steps if s.kind == "build").env
 
     one, three = build_env("sm_90"), build_env("sm_80", "sm_89", "sm_90")

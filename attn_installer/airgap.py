@@ -12,23 +12,23 @@ import re
 import sys
 import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from attn_installer.download import check_exists, fetch
-from attn_installer.envstate import canonical
+from attn_installer import commands
 from attn_installer.errors import InstallError
 from attn_installer.facts import Facts
-from attn_installer.plan import PINNED, BackendPlan
+from attn_installer.install.download import check_exists, fetch
+from attn_installer.install.envstate import canonical
+from attn_installer.plan.model import BackendPlan
 from attn_installer.runner import Runner
 
 __all__ = ["download_for_plan", "platform_tags", "target_environment"]
 
 PIP_TIMEOUT = 1800.0
-_VALUE_OPTS = {"--index-url", "--extra-index-url", "--find-links", "--constraint", "-c", "--python"}
 
 
 def platform_tags(facts: Facts) -> list[str]:
@@ -62,27 +62,15 @@ def target_environment(facts: Facts) -> dict[str, str]:
     return env
 
 
-def _requirements(bp: BackendPlan) -> tuple[list[str], list[str]]:
-    """(requirement strings, index options) of the plan's install step(s)."""
-    reqs: list[str] = []
-    index: list[str] = []
+def _requirements(bp: BackendPlan) -> list[tuple[str, Optional[str]]]:
+    """(requirement, index URL) of the plan's index installs (not its wheel files or built wheels)."""
+    out: list[tuple[str, Optional[str]]] = []
     for step in bp.steps:
-        if not step.is_install or step.dest or "--find-links" in step.argv:
+        p = step.installs
+        if p is None or step.need is not None or p.local_wheels:
             continue
-        args = list(step.argv)
-        start = args.index("install") + 1
-        i = start
-        while i < len(args):
-            a = args[i]
-            if a in _VALUE_OPTS:
-                if a in ("--index-url", "--extra-index-url"):
-                    index += [a, args[i + 1]]
-                i += 2
-                continue
-            if not a.startswith("-"):
-                reqs.append(a)
-            i += 1
-    return reqs, index
+        out.extend((r, p.index_url) for r in p.requirements)
+    return out
 
 
 def _already_fits(req: Requirement, facts: Facts) -> bool:
@@ -105,51 +93,47 @@ def _metadata_requires(wheel: Path) -> list[str]:
 
 
 def download_for_plan(bp: BackendPlan, facts: Facts, wheelhouse: Path, runner: Runner,
-                      say: Callable[[str], None]) -> list[str]:
+                      say: Callable[[str], None], pinned: tuple[str, ...]) -> list[str]:
     """Download what ``bp`` installs into ``wheelhouse``; one line per wheel or instruction."""
     lines: list[str] = []
     if bp.method in ("builtin", "installed"):
         return [f"{bp.name}: nothing to download ({bp.method})"]
     if bp.method == "wheel":
         for step in bp.steps:
-            if step.url and step.dest:
-                dest = wheelhouse / Path(step.dest).name
-                check_exists(step.url)
-                fetch(step.url, dest, step.sha256, lambda d, t: None)
-                lines.append(f"{bp.name}: {dest.name}" + (" (sha256 ok)" if step.sha256 else ""))
+            need = step.need
+            if need is not None and need.url:
+                dest = wheelhouse / Path(need.dest).name
+                check_exists(need.url)
+                fetch(need.url, dest, need.sha256, lambda d, t: None)
+                lines.append(f"{bp.name}: {dest.name}" + (" (sha256 ok)" if need.sha256 else ""))
         return lines
     if bp.method == "source":
         return [f"{bp.name}: source build: build it once on a node like the target with "
                 f"`attn-install build {bp.name} --wheelhouse {wheelhouse}`; other nodes then install the "
                 "wheel from there"]
-    reqs, index = _requirements(bp)
     env = target_environment(facts)
     v = Version(facts.python.version)
-    base = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--pre",
-            "--disable-pip-version-check", "--python-version", f"{v.major}.{v.minor}",
-            "--implementation", "cp", "--abi", facts.python.cp_tag, "--abi", "abi3", "--abi", "none"]
-    for tag in platform_tags(facts):
-        base += ["--platform", tag]
-    base += ["--platform", "any", "-d", str(wheelhouse)]
-    todo = [(r, index) for r in reqs]
+    todo = list(_requirements(bp))
     seen: set[str] = set()
     while todo:
-        raw, idx = todo.pop(0)
+        raw, index = todo.pop(0)
         try:
             req = Requirement(raw)
         except InvalidRequirement:
             raise InstallError(f"cannot read requirement {raw!r} of {bp.name}") from None
         key = canonical(req.name)
-        if key in seen or key in PINNED:
+        if key in seen or key in pinned:
             continue
         seen.add(key)
         before = set(wheelhouse.glob("*.whl"))
         spec = f"{req.name}{req.specifier}"
-        done = runner.run((*base, *idx, spec), timeout=PIP_TIMEOUT)
+        argv = commands.pip_download(sys.executable, python_version=f"{v.major}.{v.minor}", abi=facts.python.cp_tag,
+                                     platforms=tuple(platform_tags(facts)), dest=str(wheelhouse), spec=spec,
+                                     index_url=index)
+        done = runner.run(argv, timeout=PIP_TIMEOUT)
         if not done.ok:
-            last = [ln for ln in done.output.splitlines() if ln.strip()][-1:] or [f"exit {done.returncode}"]
             raise InstallError(f"cannot download {spec} for {facts.python.cp_tag} / "
-                               f"{platform_tags(facts)[0]}: {last[0]}")
+                               f"{platform_tags(facts)[0]}: {done.last_line}")
         new = sorted(set(wheelhouse.glob("*.whl")) - before) or sorted(
             p for p in wheelhouse.glob("*.whl") if canonical(p.name.split("-")[0]) == key)
         for wheel in new:
@@ -163,7 +147,7 @@ def download_for_plan(bp: BackendPlan, facts: Facts, wheelhouse: Path, runner: R
                 extra_env = [dict(env, extra=e) for e in (req.extras or {""})]
                 if d.marker is not None and not any(d.marker.evaluate(e) for e in extra_env):
                     continue
-                if canonical(d.name) in PINNED or _already_fits(d, facts):
+                if canonical(d.name) in pinned or _already_fits(d, facts):
                     continue
-                todo.append((str(d).split(";")[0].strip(), idx))
+                todo.append((str(d).split(";")[0].strip(), index))
     return lines

@@ -1,6 +1,6 @@
-"""Fetch release wheels: a HEAD check first (with retries), then a download into the cache with
-progress, then the sha256 check where the matrix knows the hash. A partial file never lands under
-its final name."""
+"""Fetch files over HTTP: a HEAD check first (with retries), then a download with progress into a
+temporary name beside the destination, checked (length when the server gives one, sha256 where
+known) before it is renamed into place. A partial file never lands under its final name."""
 
 from __future__ import annotations
 
@@ -10,26 +10,14 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from attn_installer.errors import InstallError
+from attn_installer.errors import DownloadError
 
-__all__ = ["DownloadError", "check_exists", "fetch", "sha256_of"]
+__all__ = ["check_exists", "fetch"]
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 RETRIES = 3
 CHUNK = 1 << 20
-
-
-class DownloadError(InstallError):
-    """A wheel that does not exist, cannot be reached, or does not match its hash."""
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_exists(url: str, retries: int = RETRIES, backoff: float = 0.5) -> Optional[int]:
@@ -58,14 +46,13 @@ def check_exists(url: str, retries: int = RETRIES, backoff: float = 0.5) -> Opti
 
 
 def fetch(url: str, dest: Path, sha256: Optional[str] = None,
-          progress: Callable[[int, Optional[int]], None] = lambda _d, _t: None) -> Path:
-    """Download ``url`` to ``dest`` (reused when already there with the right hash)."""
+          progress: Callable[[int, Optional[int]], None] = lambda _d, _t: None) -> str:
+    """Download *url* to *dest*; returns the sha256 of what was written. A length different from
+    the server's Content-Length or a sha256 different from *sha256* leaves nothing behind."""
     import requests  # noqa: PLC0415
 
-    if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
-        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + f".part{os.getpid()}")
+    part = dest.with_name(f".{dest.name}.part{os.getpid()}")
     try:
         with requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
                           headers={"User-Agent": "attn-install"}) as r:
@@ -75,21 +62,25 @@ def fetch(url: str, dest: Path, sha256: Optional[str] = None,
             total = int(total_s) if total_s and total_s.isdigit() else None
             done = 0
             h = hashlib.sha256()
-            with open(part, "wb") as fh:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(fd, "wb") as fh:
                 for block in r.iter_content(CHUNK):
                     fh.write(block)
                     h.update(block)
                     done += len(block)
                     progress(done, total)
+                fh.flush()
+                os.fsync(fh.fileno())
         if total is not None and done != total:
             raise DownloadError(f"download of {url} stopped at {done} of {total} bytes; run again to retry")
-        if sha256 is not None and h.hexdigest() != sha256:
-            raise DownloadError(f"{dest.name}: sha256 {h.hexdigest()} does not match the matrix's "
+        digest = h.hexdigest()
+        if sha256 is not None and digest != sha256:
+            raise DownloadError(f"{dest.name}: sha256 {digest} does not match the matrix's "
                                 f"{sha256}; the file was not installed")
         os.replace(part, dest)
+        return digest
     except requests.RequestException as e:
         raise DownloadError(f"download of {url} failed: {type(e).__name__}: {e}") from None
     finally:
         if part.exists():
             part.unlink()
-    return dest

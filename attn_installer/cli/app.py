@@ -1,0 +1,97 @@
+"""The App: everything a command talks to, built once from the environment and put in click's
+context object. Tests pass their own (a fake probe, a recording runner) instead of patching modules.
+
+It is the :class:`attn_installer.install.run.Host` of install runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+
+import click
+
+from attn_installer.paths import Paths, matrix_dir
+
+if TYPE_CHECKING:
+    from attn_installer.facts import Facts
+    from attn_installer.matrix import Matrix
+    from attn_installer.request import MeasuredSpeed
+    from attn_installer.runner import Runner
+
+__all__ = ["App"]
+
+
+class App:
+    def __init__(self, env: Mapping[str, str], *, runner_factory: Optional[Callable[..., Runner]] = None,
+                 probe: Optional[Callable[..., Facts]] = None, interactive: Optional[bool] = None) -> None:
+        self.env = dict(env)
+        self.paths = Paths.from_env(self.env)
+        self.debug = self.env.get("ATTN_INSTALL_DEBUG") == "1"
+        self._runner_factory = runner_factory
+        self._probe = probe
+        self._interactive = interactive
+
+    # ------------------------------------------------------------------ services
+
+    def matrix(self) -> Matrix:
+        from attn_installer.matrix import load_matrix  # noqa: PLC0415 - lazy: keep --help fast
+
+        return load_matrix(matrix_dir(self.env))
+
+    def runner(self, log_path: Optional[Path] = None) -> Runner:
+        if self._runner_factory is not None:
+            return self._runner_factory(log_path)
+        from attn_installer.runner import SubprocessRunner  # noqa: PLC0415
+
+        return SubprocessRunner(log_path)
+
+    def probe(self, python: Optional[str], want_arch_list: bool = False) -> Facts:
+        if self._probe is not None:
+            return self._probe(python, want_arch_list)
+        from attn_installer.probe import probe_system  # noqa: PLC0415
+
+        return probe_system(self.env, self.runner(), python_exe=python, want_arch_list=want_arch_list,
+                            distributions=self.matrix().recorded_distributions)
+
+    def facts(self, facts_file: Optional[Path], python: Optional[str]) -> Facts:
+        if facts_file is not None:
+            from attn_installer.facts import load_facts  # noqa: PLC0415
+
+            return load_facts(facts_file)
+        return self.probe(python)
+
+    # ------------------------------------------------------------------ terminal
+
+    def out(self, text: str = "") -> None:
+        click.echo(text)
+
+    def say(self, text: str) -> None:
+        """Progress and notes: stderr, so stdout stays the result (--json)."""
+        click.echo(text, err=True)
+
+    def interactive(self) -> bool:
+        return sys.stdin.isatty() if self._interactive is None else self._interactive
+
+    def confirm(self, question: str) -> None:
+        click.confirm(question, abort=True, err=True)
+
+    # ------------------------------------------------------------------ measured speeds
+
+    def measured(self, facts: Facts, workload: str, *, quiet: bool) -> tuple[MeasuredSpeed, ...]:
+        """Speeds from the newest cached bench of this machine, or () with a note on stderr."""
+        from attn_installer.bench import find_measured, measured_speeds  # noqa: PLC0415
+
+        matrix = self.matrix()
+        report = find_measured(self.paths.cache, facts, matrix, workload)
+        if report is None:
+            if not quiet:
+                self.say("no `attn-install bench` result for this GPU, driver, torch and backend versions "
+                         f"in {self.paths.cache}: using the static ranking (run `attn-install bench` first)")
+            return ()
+        vendor = facts.gpus[0].vendor if facts.gpus else None
+        return measured_speeds(report, workload, matrix, vendor)
+
+    def context(self) -> dict[str, Any]:
+        return {"app": self}

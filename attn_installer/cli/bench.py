@@ -1,0 +1,89 @@
+"""`attn-install bench`: measure the installed backends on this GPU, cached; `plan --measured` ranks by it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from attn_installer.cli.app import App
+from attn_installer.cli.options import WORKLOAD, python_option
+
+__all__ = ["COMMANDS"]
+
+
+@click.command()
+@click.option("--backends", "backends", multiple=True, metavar="NAMES",
+              help="Comma-separated backends to measure (default: all): sdpa, flex_attention, xformers, "
+                   "flash_attention_2/3/4, sage.")
+@click.option("--model-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Take the shape from a Hugging Face config.json on disk.")
+@click.option("--head-dim", type=click.IntRange(min=1), default=None, help="[default: 128]")
+@click.option("--heads", type=click.IntRange(min=1), default=None, help="[default: 32]")
+@click.option("--kv-heads", type=click.IntRange(min=1), default=None, help="[default: 8]")
+@click.option("--seq-len", type=click.IntRange(min=1), default=None, help="[default: 4096]")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="[default: 4]")
+@click.option("--dtype", type=click.Choice(["bf16", "fp16"]), default=None,
+              help="Default: bf16 (fp16 before Ampere).")
+@click.option("--causal/--no-causal", default=True, show_default=True)
+@click.option("--packed", is_flag=True, help="Packed (varlen) documents where the backend supports it.")
+@click.option("--workload", type=WORKLOAD, default="full", show_default=True,
+              help="inference measures the forward only.")
+@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=1), default=600.0, show_default=True,
+              help="Seconds for the measuring process.")
+@click.option("--no-cache", "--rerun", "rerun", is_flag=True, help="Measure again even if cached.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a TFLOP/s bar chart (PNG; needs attn-install[plot]).")
+@python_option("Measure in this interpreter.")
+@click.pass_obj
+def bench(app: App, backends: tuple[str, ...], model_config: Optional[Path], head_dim: Optional[int],
+          heads: Optional[int], kv_heads: Optional[int], seq_len: Optional[int], batch: Optional[int],
+          dtype: Optional[str], causal: bool, packed: bool, workload: str, repeats: int, warmup: int,
+          timeout: float, rerun: bool, as_json: bool, plot: Optional[Path], python: Optional[str]) -> None:
+    """Measure the installed attention backends on GPU 0 (cached per GPU, driver, versions, shape)."""
+    from dataclasses import replace  # noqa: PLC0415
+    from datetime import datetime, timezone  # noqa: PLC0415
+
+    from attn_installer import bench as b  # noqa: PLC0415
+    from attn_installer.axolotl import bf16  # noqa: PLC0415
+    from attn_installer.console import render_bench  # noqa: PLC0415
+
+    matrix = app.matrix()
+    names = b.parse_backends(backends, matrix)
+    shape = b.bench_shape(model_config, head_dim=head_dim, heads=heads, kv_heads=kv_heads, seq_len=seq_len,
+                          batch=batch)
+    facts = app.probe(python)
+    if dtype is None:
+        dtype = "fp16" if bf16(facts) is False else "bf16"
+    config = b.BenchConfig(shape=shape, dtype=dtype, causal=causal, packed=packed, workload=workload,
+                           backends=names, warmup=warmup, repeats=repeats)
+    key = b.cache_key(facts, matrix, config)
+    path = b.cache_path(app.paths.cache, key)
+    report = None if rerun else b.load_cached(path)
+    if report is not None:
+        app.say(f"cached result of {report.created} ({path}); --rerun measures again")
+    else:
+        app.say(f"measuring {', '.join(names)} at {shape.label} {dtype} (one process, timeout {timeout:g} s) ...")
+        report = b.run_bench(app.runner(), facts.python.executable or "python", config, matrix, timeout=timeout)
+        report = replace(report, machine=b.machine_facts(facts, matrix), key=key,
+                         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        if report.measured and report.complete:
+            b.save_cached(path, report)
+    app.out(json.dumps(report.to_dict(), indent=2) if as_json else render_bench(report))
+    b.require_ok(report)
+    if plot is not None:
+        if not report.measured:
+            app.say(f"no plot written: nothing was measured ({report.detail})")
+        else:
+            from attn_installer.plot import write_plot  # noqa: PLC0415
+
+            write_plot(report, plot)
+            app.say(f"wrote {plot}")
+
+
+COMMANDS = (bench,)

@@ -1,0 +1,114 @@
+"""`attn-install install`, `build`, `download` and `--auto`: options in, an install request out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from attn_installer import __version__
+from attn_installer.cli.app import App
+from attn_installer.cli.options import DEFAULT_CONFIG, install_options, plan_options
+from attn_installer.errors import NoViableBackendError, UsageError
+from attn_installer.request import Request
+
+__all__ = ["COMMANDS", "auto_run"]
+
+
+def auto_run(app: App, *, python: Optional[str], yes: bool, dry_run: bool, output: Path, workload: str,
+             wheelhouse: Optional[Path], report_file: Optional[Path]) -> None:
+    """`attn-install --auto`: probe, plan (measured when a bench is cached), install, verify, config."""
+    from attn_installer.install.run import InstallRequest, run_install  # noqa: PLC0415
+
+    req = InstallRequest(request=Request(workload=workload), python=python, yes=yes,  # type: ignore[arg-type]
+                         dry_run=dry_run, wheelhouse=wheelhouse, report_file=report_file, auto=True, output=output)
+    run_install(req, app, __version__)
+
+
+@click.command()
+@click.argument("backends", nargs=-1)
+@install_options
+@click.option("--auto", is_flag=True, help="Also write the recommended axolotl config (as `attn-install --auto`).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_CONFIG,
+              show_default=True, help="Where --auto writes the config.")
+@plan_options
+@click.pass_obj
+def install(app: App, backends: tuple[str, ...], dry_run: bool, python: Optional[str], installer: str,
+            wheelhouse: Optional[Path], offline: bool, yes: bool, report_file: Optional[Path],
+            source_dir: Optional[Path], no_verify: bool, lock_wait: float, auto: bool, output: Path,
+            request: Request, measured: bool) -> None:
+    """Install BACKENDS (default: the recommended one), verify each, roll back on failure."""
+    from attn_installer.install.run import InstallRequest, run_install  # noqa: PLC0415
+
+    names = backends or ((request.backend,) if request.backend else ())
+    req = InstallRequest(names=names, request=request, python=python, installer=installer,
+                         wheelhouse=wheelhouse, offline=offline, source_dir=source_dir, dry_run=dry_run, yes=yes,
+                         verify=not no_verify, lock_wait=lock_wait, report_file=report_file, auto=auto,
+                         output=output if auto else None, measured=measured)
+    run_install(req, app, __version__)
+
+
+@click.command()
+@click.argument("backends", nargs=-1)
+@click.option("--wheelhouse", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Leave the built wheel (and its build key) here for other nodes.")
+@click.option("--python", "python", default=None, metavar="PATH")
+@click.option("--source", "source_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build from this checkout instead of cloning.")
+@click.option("--lock-wait", type=float, default=600.0, show_default=True, metavar="SECONDS")
+@click.option("--yes", "-y", is_flag=True)
+@click.option("--dry-run", is_flag=True)
+@plan_options
+@click.pass_obj
+def build(app: App, backends: tuple[str, ...], wheelhouse: Path, python: Optional[str], source_dir: Optional[Path],
+          lock_wait: float, yes: bool, dry_run: bool, request: Request, measured: bool) -> None:
+    """Build source backends into wheels in --wheelhouse (no install): build once, install everywhere."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from attn_installer.install.run import InstallRequest, run_install  # noqa: PLC0415
+
+    names = backends or ((request.backend,) if request.backend else ())
+    if not names:
+        raise UsageError("name the backend to build, e.g. `attn-install build flash_attention_3 --wheelhouse DIR`")
+    req = InstallRequest(names=names, request=replace(request, allow_source=True), python=python, source_dir=source_dir,
+                         dry_run=dry_run, yes=True, verify=False, lock_wait=lock_wait, build_only=True,
+                         export=wheelhouse)
+    run_install(req, app, __version__)
+
+
+@click.command()
+@click.argument("backends", nargs=-1)
+@click.option("--facts", "facts_file", type=click.Path(path_type=Path), required=True,
+              help="The facts (`attn-install probe --json`) of the machine that will install.")
+@click.option("--wheelhouse", type=click.Path(file_okay=False, path_type=Path), required=True)
+@plan_options
+@click.pass_obj
+def download(app: App, backends: tuple[str, ...], facts_file: Path, wheelhouse: Path, request: Request,
+             measured: bool) -> None:
+    """Fetch every wheel the plan for another (air-gapped) machine needs into --wheelhouse."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from attn_installer.airgap import download_for_plan  # noqa: PLC0415
+    from attn_installer.cli.inspect import make_plan  # noqa: PLC0415
+
+    facts = app.facts(facts_file, None)
+    names = backends or ((request.backend,) if request.backend else ())
+    p = make_plan(app, facts, replace(request, backend=names[0] if len(names) == 1 else None))
+    chosen = names or ((p.recommended,) if p.recommended else ())
+    if not chosen:
+        raise NoViableBackendError("nothing to download: " + "; ".join(p.blockers or ["no backend fits"]))
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    runner = app.runner(app.paths.logs / "download.log")
+    pinned = app.matrix().pinned
+    for name in chosen:
+        bp = p.backend(name)
+        if not bp.viable:
+            raise NoViableBackendError(f"{name} does not fit that machine: " + "; ".join(bp.reason_texts))
+        for line in download_for_plan(bp, facts, wheelhouse, runner, app.say, pinned):
+            app.out(line)
+    app.out(f"wheelhouse ready: {wheelhouse} (install there with "
+            f"`attn-install install --wheelhouse {wheelhouse} --auto`)")
+
+
+COMMANDS = (install, build, download)

@@ -1,0 +1,200 @@
+"""One install run, as `attn-install install`, `build` and `--auto` ask for it: probe, plan, the
+dry-run listing or the installs (each through the step loop), the config, the report, the summary.
+
+Takes a typed :class:`InstallRequest` and a :class:`Host` (what the run talks to: the probe, the
+matrix, the runner, the paths, the terminal), so the CLI only turns options into a request.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+from attn_installer import console
+from attn_installer.errors import InstallError, NoViableBackendError, StepFailedError, UsageError
+from attn_installer.facts import Facts
+from attn_installer.files import write_atomic
+from attn_installer.install.checkout import tree_digest
+from attn_installer.install.loop import Options, Outcome, Services, install_backend
+from attn_installer.matrix import Matrix
+from attn_installer.paths import Paths, run_id
+from attn_installer.plan.model import BackendPlan, Plan
+from attn_installer.request import MeasuredSpeed, Request, Target
+from attn_installer.runner import Runner
+
+__all__ = ["Host", "InstallRequest", "run_install", "write_config"]
+
+
+class Host(Protocol):
+    paths: Paths
+
+    def matrix(self) -> Matrix: ...
+    def probe(self, python: Optional[str]) -> Facts: ...
+    def runner(self, log_path: Optional[Path] = None) -> Runner: ...
+    def out(self, text: str = "") -> None: ...
+    def say(self, text: str) -> None: ...
+    def confirm(self, question: str) -> None: ...
+    def interactive(self) -> bool: ...
+    def measured(self, facts: Facts, workload: str, *, quiet: bool) -> tuple[MeasuredSpeed, ...]: ...
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    """What an install run was asked to do."""
+
+    names: tuple[str, ...] = ()
+    """Backends to install (default: the recommended one)."""
+    request: Request = field(default_factory=Request)
+    python: Optional[str] = None
+    installer: str = "pip"
+    wheelhouse: Optional[Path] = None
+    offline: bool = False
+    source_dir: Optional[Path] = None
+    dry_run: bool = False
+    yes: bool = False
+    verify: bool = True
+    lock_wait: float = 600.0
+    report_file: Optional[Path] = None
+    auto: bool = False
+    """Print the facts and the plan first; write the config after."""
+    output: Optional[Path] = None
+    """Where the config goes (--auto)."""
+    measured: bool = False
+    build_only: bool = False
+    export: Optional[Path] = None
+    """`build --wheelhouse`: leave the built wheels there."""
+
+
+def write_config(host: Host, plan: Plan, output: Path, version: str) -> None:
+    from attn_installer.config import render_yaml  # noqa: PLC0415
+
+    header = [f"written by attn-install {version}: {plan.recommended} for {plan.workload}"]
+    write_atomic(output, render_yaml(plan.config, plan.config_comments, header))
+    if plan.runtime_env:
+        env_file = output.with_suffix(".env")
+        write_atomic(env_file, "".join(f"export {k}={v}\n" for k, v in plan.runtime_env.items()))
+        host.out(f"wrote {env_file}: environment the backend needs at run time (source it)")
+
+
+def _check(req: InstallRequest, host: Host) -> InstallRequest:
+    from dataclasses import replace  # noqa: PLC0415
+
+    if req.offline and req.wheelhouse is None:
+        req = replace(req, wheelhouse=host.paths.wheelhouse)
+    if req.wheelhouse is not None and not req.dry_run and not req.build_only and not req.wheelhouse.is_dir():
+        raise UsageError(f"--wheelhouse: {req.wheelhouse} is not a directory")
+    if req.source_dir is not None and not req.source_dir.is_dir():
+        raise UsageError(f"--source: {req.source_dir} is not a directory")
+    if req.source_dir is not None and len(req.names) != 1:
+        raise UsageError("--source DIR builds one backend from that checkout: name it, "
+                         "e.g. `attn-install install sage --source DIR`")
+    if req.installer == "uv" and shutil.which("uv") is None:
+        raise UsageError("--installer uv: uv is not on PATH (pip install uv, or use --installer pip)")
+    return req
+
+
+def _make_plan(req: InstallRequest, host: Host, facts: Facts) -> Plan:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from attn_installer.plan import plan_for  # noqa: PLC0415
+
+    names = req.names
+    speeds = host.measured(facts, req.request.workload, quiet=not req.measured) \
+        if (req.measured or req.auto) and not names else ()
+    source = str(req.source_dir.resolve()) if req.source_dir else None
+    request = replace(req.request, backend=names[0] if len(names) == 1 else None,
+                      allow_source=req.request.allow_source or bool(names), measured=speeds, source_dir=source,
+                      source_digest=tree_digest(req.source_dir) if req.source_dir else None)
+    target = Target(cache_dir=str(host.paths.cache), python=req.python, installer=req.installer,
+                    wheelhouse=str(req.wheelhouse.resolve()) if req.wheelhouse else None)
+    return plan_for(facts, host.matrix(), request, target)
+
+
+def _known(req: InstallRequest, plan: Plan) -> None:
+    known = {b.name for b in plan.backends}
+    unknown = [n for n in req.names if n not in known]
+    if unknown:
+        raise UsageError(f"unknown backend {unknown[0]!r}: choose from " + ", ".join(sorted(known)))
+
+
+def _chosen(req: InstallRequest, plan: Plan) -> list[BackendPlan]:
+    chosen = req.names or ((plan.recommended,) if plan.recommended else ())
+    if not chosen:
+        raise NoViableBackendError("no backend can be recommended: "
+                                   + "; ".join(plan.blockers or ["see `attn-install plan`"]))
+    plans = [plan.backend(n) for n in chosen]
+    for bp in plans:
+        if not bp.viable:
+            raise NoViableBackendError(f"{bp.name} does not fit this machine: " + "; ".join(bp.reason_texts))
+        if req.build_only and bp.method != "source":
+            raise UsageError(f"{bp.name} is not built from source here ({bp.method}: {bp.reason_texts[-1]}); "
+                             "`attn-install build` builds source backends only (uninstall it first to rebuild)")
+    return plans
+
+
+def run_install(req: InstallRequest, host: Host, version: str) -> None:
+    """Do the run; raises the typed error of the first failure (after restoring the environment)."""
+    req = _check(req, host)
+    facts = host.probe(req.python)
+    if req.auto or req.dry_run:
+        host.out(console.render_facts(facts))
+        host.out()
+    plan = _make_plan(req, host, facts)
+    _known(req, plan)
+    if req.auto or req.dry_run:
+        host.out(console.render_plan(plan))
+        host.out()
+    plans = _chosen(req, plan)
+    if req.dry_run:
+        for line in console.render_dry_run(plans, plan, req.output if req.auto else None):
+            host.out(line)
+        return
+    needs_change = [bp for bp in plans if bp.steps]
+    if needs_change and not req.yes and host.interactive():
+        host.confirm("Install " + ", ".join(f"{bp.name} ({bp.method})" for bp in needs_change)
+                     + f" into {facts.python.executable}?")
+    rid = run_id()
+    log_path = host.paths.log_file(rid, "-".join(bp.name for bp in plans))
+    svc = Services(runner=host.runner(log_path), paths=host.paths, matrix=host.matrix(), say=host.say,
+                   run_id=rid, log_path=log_path)
+    exe = req.python or facts.python.executable or "python"
+    outcomes: list[Outcome] = []
+    failure: Optional[StepFailedError] = None
+    for bp in plans:
+        host.say(f"{'building' if req.build_only else 'installing'} {bp.name} ({bp.method}) into {exe}")
+        opts = Options(python=exe, verify=req.verify and not req.build_only, dtype=plan.dtype or "bf16",
+                       lock_wait=req.lock_wait, wheelhouse=req.wheelhouse, offline=req.offline,
+                       export_wheelhouse=req.export, build_only=req.build_only)
+        try:
+            outcomes.append(install_backend(bp, svc, opts))
+        except StepFailedError as e:
+            failure = e
+            if isinstance(e.outcome, Outcome):
+                outcomes.append(e.outcome)
+            break
+    config_written = None
+    ok = failure is None and len(outcomes) == len(plans)
+    if ok and req.auto and req.output is not None and plan.recommended:
+        write_config(host, plan, req.output, version)
+        config_written = str(req.output)
+    if req.report_file is not None:
+        report: dict[str, Any] = {"schema_version": 1, "ok": ok, "facts": facts.to_dict(), "plan": plan.to_dict(),
+                                  "results": [o.to_dict() for o in outcomes], "config": config_written,
+                                  "log": str(log_path)}
+        write_atomic(req.report_file, json.dumps(report, indent=2) + "\n")
+    host.out()
+    for line in console.render_outcomes(outcomes, req.export):
+        host.out(line)
+    if config_written:
+        host.out(f"config: {config_written} ({plan.recommended}, {plan.dtype or 'dtype unknown'})")
+    if req.report_file is not None:
+        host.out(f"report: {req.report_file}")
+    if failure is not None:
+        bad = next((o for o in outcomes if not o.ok), None)
+        msg = str(failure) + (f"\n  state: {bad.state}" if bad else "")
+        if failure.hint:
+            msg += f"\n  hint: {failure.hint}"
+        raise InstallError(msg)

@@ -1,0 +1,369 @@
+"""The row types of matrices/*.toml: frozen dataclasses, one per kind of row.
+
+Each field's default is written once, here; the loader (:mod:`attn_installer.matrix`) derives which
+fields are required from these definitions and checks every value against its annotation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+__all__ = [
+    "ArchSpec", "Backend", "BuildDefaults", "CallSpec", "CudaDriver", "Explain", "Fa3Trims", "FlashAttnRelease",
+    "Hint", "HostCompiler", "LegacyFlag", "Matrix", "Prepare", "RankRow", "RetiredFlag", "RouteKindRow",
+    "SourceBuild", "TorchBuild", "AttnImplValues", "XformersRelease", "AxolotlKeys", "EnvIf",
+]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Which NVIDIA archs a rule covers: a specifier over the SM number, or an explicit list."""
+
+    spec: Optional[SpecifierSet] = None
+    archs: tuple[str, ...] = ()
+    text: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return self.spec is None and not self.archs
+
+    def contains(self, sm: int) -> bool:
+        if self.archs:
+            return f"sm_{sm}" in self.archs
+        return self.spec is not None and self.spec.contains(Version(str(sm)), prereleases=True)
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """How verification and bench call a backend (the one table of kernel calls).
+
+    ``convention`` picks the adapter in attn_installer/target/attn_calls.py (sdpa, eager, flex,
+    xformers, flash, sage); the other fields are the names and layouts that adapter uses."""
+
+    convention: str
+    module: str = ""
+    function: str = ""
+    layout: str = "bshd"
+    """bshd (batch, seq, heads, dim) or bhsd."""
+    gqa: bool = False
+    """Takes fewer KV heads than query heads as they are; otherwise KV heads are expanded first."""
+    varlen: str = ""
+    """The packed (cu_seqlens) entry point, "" when the backend has none here."""
+    varlen_gqa: bool = False
+    varlen_max_seqlen: bool = True
+    """The varlen entry point takes max_seqlen_q / max_seqlen_k."""
+    backward: bool = True
+    """The entry point has a backward pass (False: forward-only kernels such as SageAttention)."""
+    alternatives: tuple[str, ...] = ()
+    """Other entry points of the module, tried when the default one is wrong (names those that work)."""
+    extension_warning: str = ""
+    """A warning text that means the compiled extension did not load (the backend fell back)."""
+    extension_optional_from: str = ""
+    """From this version the attention path no longer needs that extension."""
+    require_fused: bool = False
+    """SDPA: fail when no fused kernel works (every call would fall back to math)."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    attn_implementation: str
+    """The value axolotl >= 0.17 takes in `attn_implementation:`."""
+    title: str
+    vendor: str
+    """nvidia, amd or any."""
+    nvidia_sm: ArchSpec
+    amd_gfx: tuple[str, ...]
+    needs_gpu: bool
+    os: tuple[str, ...]
+    python: SpecifierSet
+    torch: SpecifierSet
+    min_torch_cuda: Optional[Version]
+    workloads: tuple[str, ...]
+    packing: bool
+    distribution: str
+    import_name: str
+    routes: tuple[str, ...]
+    """Where it can come from, best first (route kinds of matrices/routes.toml)."""
+    source: str
+    call: CallSpec
+    training_nvidia_sm: ArchSpec = field(default_factory=ArchSpec)
+    runtime_env: Mapping[str, str] = field(default_factory=dict)
+    notes: str = ""
+    kernels: Mapping[str, str] = field(default_factory=dict)
+    """The kernel the backend's default entry point (the one axolotl calls) runs per arch."""
+    verify_rel_tol: float = 0.02
+    """Largest relative L2 error of the output against fp32 math that still passes: bf16 / fp16
+    kernels land between 1e-3 and 1e-2; quantised ones (SageAttention's INT8 QK / FP8 PV) near 3e-2."""
+    verify_min_cosine: float = 0.999
+    aliases: tuple[str, ...] = ()
+    """Short names `attn-install bench --backends` accepts (fa3, flex)."""
+    extras_by_cuda_major: Mapping[str, str] = field(default_factory=dict)
+    """The distribution's extra to install for torch's CUDA major (flash-attn-4[cu13])."""
+    config: Mapping[str, object] = field(default_factory=dict)
+    """axolotl keys the backend needs besides the attention key (flex: torch_compile)."""
+    config_comment: str = ""
+    workload_note: str = ""
+    """Said when the workload rules it out (why it is not for full fine-tuning)."""
+    bench_as: str = ""
+    """Measured under another backend's name (the ROCm flash_attn builds as flash_attention_2)."""
+    version_from: tuple[str, ...] = ()
+    """Distributions whose version labels a measurement (default: ``distribution``)."""
+
+
+@dataclass(frozen=True)
+class CudaDriver:
+    cuda_major: int
+    linux: Version
+    windows: Version
+    source: str
+
+
+@dataclass(frozen=True)
+class TorchBuild:
+    torch: SpecifierSet
+    cuda: SpecifierSet
+    archs: ArchSpec
+    source: str
+
+
+@dataclass(frozen=True)
+class FlashAttnRelease:
+    version: Version
+    torch: tuple[str, ...]
+    cxx11abi_true: tuple[str, ...]
+    cxx11abi_false: tuple[str, ...]
+    python: tuple[str, ...]
+    cuda_major: tuple[str, ...]
+    machine: tuple[str, ...]
+    glibc: Version
+    built_with_cuda: str
+    source: str
+    sha256: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class XformersRelease:
+    version: Version
+    torch: SpecifierSet
+    flavours: tuple[str, ...]
+    min_sm: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """A command run in the checkout before the build ({src}, {cuda_home} filled in)."""
+
+    argv: tuple[str, ...]
+    description: str
+
+
+@dataclass(frozen=True)
+class EnvIf:
+    """Build environment added when the nvcc that will compile matches ``nvcc``."""
+
+    nvcc: SpecifierSet
+    env: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class SourceBuild:
+    backend: str
+    repo: str
+    ref: str
+    subdir: str
+    submodules: tuple[str, ...]
+    min_nvcc: Mapping[str, Version]
+    recommended_nvcc: Optional[Version]
+    nvcc_must_match_torch_major: bool
+    nvcc_threads: int
+    env: Mapping[str, str]
+    arch_env: Mapping[str, str]
+    compile_units: int
+    compile_units_trimmed: int
+    unit_minutes: float
+    source: str
+    compile_units_no_sm80: int = 0
+    units_by_arch: Mapping[str, int] = field(default_factory=dict)
+    """Compile units when they depend on the arch (extensions built only for some archs)."""
+    extensions_by_arch: Mapping[str, int] = field(default_factory=dict)
+    parallel_env: str = ""
+    """Env var that builds that many extensions at once (SageAttention's EXT_PARALLEL)."""
+    disk_gb: float = 0.0
+    """Free disk the build needs where its source tree and the wheel cache live."""
+    nvcc_threads_fixed: int = 0
+    """The build passes --threads=N to nvcc itself (NVCC_THREADS is not read): each compile job then
+    runs min(N, archs) threads, which the memory plan must count."""
+    trims: str = ""
+    """"fa3": the FLASH_ATTENTION_DISABLE_* trims of [fa3_trims] apply."""
+    prepare: tuple[Prepare, ...] = ()
+    env_if: tuple[EnvIf, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildDefaults:
+    gb_per_nvcc_thread: float
+    memory_margin: float
+    source: str
+    no_units_minutes: float = 3.0
+    """The estimate of a source build that compiles no extension (a Triton backend)."""
+
+
+@dataclass(frozen=True)
+class HostCompiler:
+    """The GCC majors an nvcc release accepts as its host compiler."""
+
+    nvcc: SpecifierSet
+    max_gcc: int
+    min_gcc: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Fa3Trims:
+    hdim: Mapping[str, str]
+    dtype: Mapping[str, str]
+    when_trimmed: tuple[str, ...]
+    no_sm80: str
+    inference: str
+    source: str
+
+
+@dataclass(frozen=True)
+class AttnImplValues:
+    axolotl: SpecifierSet
+    values: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class LegacyFlag:
+    attn_implementation: str
+    flag: str
+    axolotl: SpecifierSet
+    source: str
+
+
+@dataclass(frozen=True)
+class RetiredFlag:
+    """An attention switch that selects no backend of its own; a config merge deletes it."""
+
+    flag: str
+    axolotl: SpecifierSet
+    source: str
+
+
+@dataclass(frozen=True)
+class AxolotlKeys:
+    one_key_from: Version
+    """From this axolotl, `attn_implementation` is the one key (legacy booleans before)."""
+    unchecked_key_from: Version
+    """From this axolotl, `attn_implementation` is read (unchecked) where no boolean exists."""
+    source: str
+
+
+@dataclass(frozen=True)
+class RankRow:
+    vendor: str
+    nvidia_sm: ArchSpec
+    order: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class Hint:
+    name: str
+    pattern: str
+    hint: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Explain:
+    """A known pip failure put in one sentence; ``text`` may use the pattern's named groups and
+    {torch}; ``with_wheelhouse`` (when given) is used instead when installing from a wheelhouse."""
+
+    name: str
+    pattern: str
+    text: str
+    source: str
+    with_wheelhouse: str = ""
+    needs_torch: bool = False
+
+
+@dataclass(frozen=True)
+class RouteKindRow:
+    kind: str
+    minutes: float
+    """The install estimate for a route of this kind (source builds: from their compile units)."""
+    source: str
+
+
+@dataclass(frozen=True)
+class Matrix:
+    backends: tuple[Backend, ...]
+    cuda_drivers: tuple[CudaDriver, ...]
+    torch_builds: tuple[TorchBuild, ...]
+    pinned: tuple[str, ...]
+    """Distributions attn-install never installs, upgrades or downgrades (torch & co.)."""
+    watched: tuple[str, ...]
+    """Distributions besides the backends' and the pinned ones that the probe records."""
+    flash_attn_url: str
+    flash_attn_releases: tuple[FlashAttnRelease, ...]
+    xformers_index_url: str
+    xformers_releases: tuple[XformersRelease, ...]
+    sources: tuple[SourceBuild, ...]
+    build: BuildDefaults
+    fa3_trims: Fa3Trims
+    host_compilers: tuple[HostCompiler, ...]
+    attn_impl_values: tuple[AttnImplValues, ...]
+    legacy_flags: tuple[LegacyFlag, ...]
+    retired_flags: tuple[RetiredFlag, ...]
+    axolotl_keys: AxolotlKeys
+    ranking: tuple[RankRow, ...]
+    hints: tuple[Hint, ...]
+    explains: tuple[Explain, ...]
+    route_kinds: tuple[RouteKindRow, ...]
+    bench_order: tuple[str, ...]
+    """Backends `attn-install bench` measures, in this order."""
+    directory: Path
+
+    def backend(self, name: str) -> Backend:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def source_for(self, backend: str) -> Optional[SourceBuild]:
+        return next((s for s in self.sources if s.backend == backend), None)
+
+    def host_compiler_for(self, nvcc: Version) -> Optional[HostCompiler]:
+        return next((h for h in self.host_compilers if h.nvcc.contains(nvcc)), None)
+
+    def route_minutes(self, kind: str) -> Optional[float]:
+        return next((r.minutes for r in self.route_kinds if r.kind == kind), None)
+
+    @property
+    def backend_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.backends)
+
+    @property
+    def attention_keys(self) -> tuple[str, ...]:
+        """Every axolotl key that selects attention: attn_implementation and each boolean."""
+        flags = [f.flag for f in self.legacy_flags] + [f.flag for f in self.retired_flags]
+        return ("attn_implementation", *dict.fromkeys(flags))
+
+    @property
+    def recorded_distributions(self) -> frozenset[str]:
+        """What the probe records: the pinned ones, every backend's distribution, the watched ones."""
+        return frozenset((*self.pinned, *self.watched, *(b.distribution for b in self.backends if b.distribution)))
+
+    def bench_aliases(self) -> dict[str, str]:
+        """Short name -> backend, for `bench --backends fa3,flex`."""
+        return {a: b.name for b in self.backends for a in b.aliases}

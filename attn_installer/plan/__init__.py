@@ -1,0 +1,99 @@
+"""Turn a Resolution into a plan: exact steps for every viable backend, the recommendation, the
+axolotl config. Pure: no I/O, and nothing the resolver decided is decided again here.
+
+    plan = make_plan(resolve(facts, matrix, request), facts, matrix, request, target)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any, Optional
+
+from attn_installer.axolotl import make_config
+from attn_installer.errors import UsageError
+from attn_installer.facts import Facts
+from attn_installer.matrix import Matrix
+from attn_installer.plan.model import BackendPlan, Plan, Step
+from attn_installer.plan.rank import measured_reasons, static_order
+from attn_installer.plan.steps import Recipe, key_digest, recipe, torch_pins
+from attn_installer.request import Request, Target
+from attn_installer.resolve import Candidate, Reason, Resolution, resolve
+from attn_installer.routes import route_minutes
+
+__all__ = ["BackendPlan", "Plan", "Step", "key_digest", "make_plan", "plan_for", "torch_pins"]
+
+
+def plan_for(facts: Facts, matrix: Matrix, request: Request, target: Optional[Target] = None) -> Plan:
+    """Resolve and plan in one call."""
+    if request.backend is not None and request.backend not in matrix.backend_names:
+        raise UsageError(f"unknown backend {request.backend!r}: choose from " + ", ".join(matrix.backend_names))
+    return make_plan(resolve(facts, matrix, request), facts, matrix, request, target or Target())
+
+
+def _backend_plan(c: Candidate, facts: Facts, matrix: Matrix, request: Request, target: Target) -> BackendPlan:
+    b = c.backend
+    route = c.route
+    rec = recipe(route, b, facts, matrix, request, target) if route is not None else Recipe(())
+    download = None
+    if route is not None and route.wheel is not None:
+        download = {"url": route.wheel.url, "filename": route.wheel.filename, "sha256": route.wheel.sha256}
+    source = route.source if route is not None else None
+    return BackendPlan(
+        name=b.name, title=b.title, attn_implementation=b.attn_implementation, viable=c.viable,
+        reasons=c.reasons, method=c.method, steps=rec.steps, warnings=c.warnings,
+        estimate_minutes=route_minutes(route, matrix, rec.units * rec.archs) if route is not None else None,
+        installed_version=route.installed_version if route is not None else None, distribution=b.distribution,
+        import_name=b.import_name, packing=b.packing, runtime_env=dict(b.runtime_env), download=download,
+        wheel_cache=rec.wheel_cache, key=rec.key, compile_units=rec.units,
+        source_dir=source.checkout if source is not None else None, checkout=rec.checkout,
+        disk_gb=source.build.disk_gb if source is not None else 0.0,
+        verify_rel_tol=b.verify_rel_tol, verify_min_cosine=b.verify_min_cosine)
+
+
+def make_plan(res: Resolution, facts: Facts, matrix: Matrix, request: Request, target: Target) -> Plan:
+    """Assemble the plan from the resolution (pure)."""
+    plans = {c.backend.name: _backend_plan(c, facts, matrix, request, target) for c in res.candidates}
+    warnings = list(res.warnings)
+    order = static_order(facts, matrix)
+    if request.measured:
+        order, why = measured_reasons(order, {n for n, p in plans.items() if p.viable}, request.measured)
+        for name, text in why.items():
+            plans[name] = replace(plans[name], reasons=(*plans[name].reasons, Reason("measured", text)))
+    recommended: Optional[str] = None
+    if request.backend is not None:
+        recommended = request.backend if plans[request.backend].viable else None
+    elif not res.blockers:
+        for name in order:
+            p = plans[name]
+            if not p.viable:
+                continue
+            if p.method == "source" and not request.allow_source:
+                warnings.append(
+                    f"{name} ranks first among viable backends here but needs a source build "
+                    f"(about {_minutes(p.estimate_minutes)}); pass --allow-source or "
+                    f"--backend {name} to build it")
+                continue
+            recommended = name
+            break
+    ranked = sorted(plans.values(), key=lambda p: (
+        p.name != recommended, not p.viable, order.index(p.name) if p.name in order else math.inf))
+    config: dict[str, Any] = {}
+    comments: list[str] = []
+    runtime_env: dict[str, str] = {}
+    dtype = None
+    if recommended is not None:
+        rb = matrix.backend(recommended)
+        config, comments, cfg_warnings = make_config(rb, facts, matrix, request.workload, request.axolotl_version)
+        warnings.extend(cfg_warnings)
+        runtime_env = dict(rb.runtime_env)
+        dtype = "bf16" if config.get("bf16") else "fp16" if config.get("fp16") else None
+    return Plan(recommended=recommended, backends=tuple(ranked), config=config, blockers=res.blockers,
+                warnings=tuple(warnings), workload=request.workload, config_comments=tuple(comments),
+                runtime_env=runtime_env, dtype=dtype)
+
+
+def _minutes(m: Optional[float]) -> str:
+    if m is None:
+        return "unknown time"
+    return f"{m:g} min" if m < 120 else f"{m / 60:.1f} h"

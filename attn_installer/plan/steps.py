@@ -1,0 +1,224 @@
+"""Step recipes: the typed steps that obtain a backend by one route.
+
+Pure. Steps never install, upgrade or downgrade torch & co. (matrices/torch.toml ``pinned``): every
+pip step carries a constraints file naming their installed versions, so pip's resolver can only keep
+them (a conflict fails instead of replacing torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from packaging.version import Version
+
+from attn_installer.facts import Facts
+from attn_installer.matrix import Matrix
+from attn_installer.matrix.model import Backend
+from attn_installer.plan.model import Command, FileNeed, Pins, PipInstall, PipWheel, Step
+from attn_installer.request import Request, Target
+from attn_installer.routes import Route, SourceChoice
+from attn_installer.words import StepKind
+
+__all__ = ["Recipe", "build_key", "fa3_trim_env", "key_digest", "recipe", "torch_pins"]
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A route's steps, and for source builds what the plan reports about the build."""
+
+    steps: tuple[Step, ...]
+    units: int = 0
+    """Compile units (ninja steps, all extensions together) a source build runs."""
+    archs: int = 1
+    """NVIDIA archs a source build compiles every unit for (time scales with it)."""
+    wheel_cache: Optional[str] = None
+    key: dict[str, Any] = field(default_factory=dict)
+    checkout: Optional[str] = None
+
+
+def torch_pins(facts: Facts, matrix: Matrix) -> list[str]:
+    """``torch==2.8.0+cu128`` etc. for every installed package that must never move."""
+    return [f"{name}=={facts.packages[name]}" for name in matrix.pinned if name in facts.packages] or (
+        [f"torch=={facts.torch.version}"] if facts.torch else [])
+
+
+class _Ctx:
+    """What every recipe needs: facts, matrix, request, target, and the pins file."""
+
+    def __init__(self, facts: Facts, matrix: Matrix, request: Request, target: Target) -> None:
+        self.facts, self.matrix, self.request, self.target = facts, matrix, request, target
+        self.cache = target.cache_dir.rstrip("/")
+        self.python = target.python or facts.python.executable or "python"
+        content = "".join(p + "\n" for p in torch_pins(facts, matrix))
+        digest = hashlib.sha256(content.encode()).hexdigest()[:12]
+        path = posixpath.join(self.cache, "constraints", f"pins-{digest}.txt")
+        self.pins = Pins(path, content) if content else None
+
+    def install(self, description: str, requirements: tuple[str, ...], *, kind: StepKind = "install",
+                need: Optional[FileNeed] = None, **options: Any) -> Step:
+        action = PipInstall(python=self.python, requirements=requirements, installer=self.target.installer,
+                            wheelhouse=self.target.wheelhouse, pins=self.pins, **options)
+        return Step(kind, description, action, need=need)
+
+
+def recipe(route: Route, b: Backend, facts: Facts, matrix: Matrix, request: Request, target: Target) -> Recipe:
+    """The steps that obtain backend *b* by *route* (none for builtin / installed)."""
+    ctx = _Ctx(facts, matrix, request, target)
+    wh = target.wheelhouse
+    if route.kind == "release_asset" and route.wheel is not None:
+        w = route.wheel
+        if wh:
+            local = posixpath.join(wh, w.filename)
+            return Recipe((ctx.install(f"install {w.filename} from the wheelhouse", (local,),
+                                       need=FileNeed(local, None, w.sha256)),))
+        dest = posixpath.join(ctx.cache, "downloads", w.filename)
+        return Recipe((ctx.install(f"download {w.filename} (flash-attn {w.release} release wheel; existence "
+                                   "checked first, sha256 checked where known) and install it", (dest,),
+                                   kind="download", need=FileNeed(dest, w.url, w.sha256)),))
+    if route.kind == "torch_index" and route.xformers is not None:
+        flavour = facts.torch.flavour if facts.torch else "cpu"
+        index = matrix.xformers_index_url.format(flavour=flavour)
+        where = "the wheelhouse" if wh else f"the {flavour} index"
+        return Recipe((ctx.install(f"install xformers {route.xformers.version} from {where} with torch pinned",
+                                   (f"xformers=={route.xformers.version}",), index_url=index),))
+    if route.kind == "pypi":
+        major = str(Version(facts.torch.cuda).major) if facts.torch and facts.torch.cuda else ""
+        extra = b.extras_by_cuda_major.get(major, "")
+        dist = f"{b.distribution}[{extra}]" if extra else b.distribution
+        where = "the wheelhouse" if wh else "PyPI"
+        return Recipe((ctx.install(f"install {dist} from {where} with torch pinned", (dist,), pre=True),))
+    if route.kind == "source" and route.source is not None:
+        return _source(ctx, b, route.source)
+    return Recipe(())
+
+
+def _fmt_archs(archs: tuple[str, ...], template: str) -> str:
+    nv = [a for a in archs if a.startswith("sm_")]
+    return template.format(cc=";".join(f"{a[3:-1]}.{a[-1]}" for a in nv), sm=";".join(a[3:] for a in nv),
+                           gfx=";".join(a for a in archs if a.startswith("gfx")))
+
+
+def fa3_trim_env(matrix: Matrix, request: Request, archs: tuple[str, ...]) -> tuple[dict[str, str], bool]:
+    """FLASH_ATTENTION_DISABLE_* flags for the head dims / dtypes asked for; (env, trimmed)."""
+    tr = matrix.fa3_trims
+    env: dict[str, str] = {}
+    if "sm_80" not in archs and "sm_86" not in archs:
+        env[tr.no_sm80] = "TRUE"
+    if request.workload == "inference":
+        env[tr.inference] = "TRUE"
+    trimmed = bool(request.head_dims or request.dtypes)
+    if request.head_dims:
+        for hd, flag in tr.hdim.items():
+            if int(hd) not in request.head_dims:
+                env[flag] = "TRUE"
+    if request.dtypes:
+        for dt, flag in tr.dtype.items():
+            if dt not in request.dtypes:
+                env[flag] = "TRUE"
+    if trimmed:
+        for flag in tr.when_trimmed:
+            env[flag] = "TRUE"
+    return dict(sorted(env.items())), trimmed
+
+
+def build_key(b: Backend, sc: SourceChoice, facts: Facts, env: dict[str, str],
+              source_tree: Optional[str] = None) -> dict[str, Any]:
+    """Everything a built wheel depends on; two builds with the same key give the same wheel
+    (parallelism settings are left out: they change how long a build takes, not what it makes)."""
+    sb = sc.build
+    t = facts.torch
+    speed_only = {"MAX_JOBS", "NVCC_THREADS", sb.parallel_env}
+    relevant = {k: v for k, v in env.items() if k not in speed_only}
+    key: dict[str, Any] = {
+        "backend": b.name, "repo": sb.repo, "ref": sb.ref,
+        "torch": t.version if t else None, "cuda": t.cuda if t else None, "hip": t.hip if t else None,
+        "cxx11abi": t.cxx11abi if t else None, "python": facts.python.cp_tag,
+        "machine": facts.host.machine, "archs": list(sc.archs), "env": dict(sorted(relevant.items())),
+    }
+    if source_tree is not None:
+        key["source_tree"] = source_tree
+    return key
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    """The short hash that names a build key's wheel-cache folder."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fetch(ctx: _Ctx, b: Backend, sc: SourceChoice) -> tuple[str, list[Step]]:
+    """Where the checkout will be and the steps that make it (none for --source DIR)."""
+    sb = sc.build
+    if sc.checkout:
+        return sc.checkout, []
+    if _COMMIT.fullmatch(sb.ref):
+        # a commit is not a branch or tag: `clone --branch` cannot take it, a fetch by id can
+        src = posixpath.join(ctx.cache, "src", f"{b.name}-{sb.ref[:12]}")
+        return src, [
+            Step("fetch", f"make {src} for the pinned commit", Command(("git", "init", "-q", src), creates=src)),
+            Step("fetch", f"fetch {sb.repo} at the pinned commit {sb.ref[:12]}",
+                 Command(("git", "-C", src, "fetch", "-q", "--depth", "1", sb.repo, sb.ref))),
+            Step("fetch", f"check out {sb.ref[:12]}", Command(("git", "-C", src, "checkout", "-q", "--detach",
+                                                                 "FETCH_HEAD"))),
+        ]
+    src = posixpath.join(ctx.cache, "src", f"{b.name}-{sb.ref}")
+    steps = [Step("fetch", f"fetch {sb.repo} at the pinned {sb.ref}",
+                  Command(("git", "clone", "--depth", "1", "--branch", sb.ref, sb.repo, src), creates=src))]
+    if sb.submodules:
+        steps.append(Step("fetch", "fetch the submodules the build needs",
+                          Command(("git", "-C", src, "submodule", "update", "--init", "--depth", "1",
+                                   *sb.submodules))))
+    return src, steps
+
+
+def _source(ctx: _Ctx, b: Backend, sc: SourceChoice) -> Recipe:
+    sb, res, archs, facts = sc.build, sc.resources, sc.archs, ctx.facts
+    src, steps = _fetch(ctx, b, sc)
+    if facts.toolkit.ninja is None and sb.compile_units:
+        steps.append(ctx.install("install ninja (parallel compile)", ("ninja",), kind="prepare"))
+    env: dict[str, str] = dict(sb.env)
+    if sb.compile_units:
+        env["MAX_JOBS"] = str(res.max_jobs)
+        env["NVCC_THREADS"] = str(res.nvcc_threads)
+    for key, template in sb.arch_env.items():
+        env[key] = _fmt_archs(archs, template)
+    nv_archs = [a for a in archs if a.startswith("sm_")]
+    units = max((sb.units_by_arch.get(a, sb.compile_units) for a in nv_archs), default=sb.compile_units)
+    if sb.parallel_env and sb.extensions_by_arch:
+        # every extension's ninja gets MAX_JOBS; building them all at once keeps within the planned
+        # memory only when MAX_JOBS covers every unit of every extension together
+        exts = max((sb.extensions_by_arch.get(a, 1) for a in nv_archs), default=1)
+        env[sb.parallel_env] = str(exts if res.max_jobs >= units else 1)
+    build_dir = posixpath.join(src, sb.subdir) if sb.subdir else src
+    cuda_home = facts.toolkit.cuda_home or "/usr/local/cuda"
+    if sb.trims == "fa3":
+        trims, trimmed = fa3_trim_env(ctx.matrix, ctx.request, archs)
+        env.update(trims)
+        if trimmed:
+            units = sb.compile_units_trimmed
+        elif ctx.matrix.fa3_trims.no_sm80 in trims and sb.compile_units_no_sm80:
+            units = sb.compile_units_no_sm80
+    for p in sb.prepare:
+        steps.append(Step("prepare", p.description,
+                          Command(tuple(a.format(src=src, cuda_home=cuda_home) for a in p.argv))))
+    nvcc = Version(facts.toolkit.nvcc) if facts.toolkit.nvcc else None
+    for cond in sb.env_if:
+        if nvcc is not None and cond.nvcc.contains(nvcc, prereleases=True):
+            env.update({k: v.format(src=src, cuda_home=cuda_home) for k, v in cond.env.items()})
+    if facts.toolkit.cuda_home and b.vendor != "amd":
+        env.setdefault("CUDA_HOME", facts.toolkit.cuda_home)
+    env = dict(sorted(env.items()))
+    digest = ctx.request.source_digest if sc.checkout else None
+    bkey = build_key(b, sc, facts, env, digest)
+    wheels = posixpath.join(ctx.cache, "wheels", f"{b.name}-{key_digest(bkey)}")
+    steps.append(Step("build", f"build a {b.distribution} wheel for {', '.join(archs)}",
+                      PipWheel(ctx.python, build_dir, wheels), env=env))
+    steps.append(ctx.install("install the built wheel (cached for the next install with the same build key)",
+                             (b.distribution,), local_wheels=wheels, force_reinstall=True, no_deps=True))
+    return Recipe(tuple(steps), units, max(1, len(nv_archs)) if sb.compile_units else 1, wheels, bkey, src)

@@ -1,0 +1,317 @@
+"""Where each backend's binary can come from on this machine: one finder per route kind.
+
+Pure: facts + matrix + request in, a :class:`Route` (with why it fits) or the reason it does not
+out. :mod:`attn_installer.resolve` asks these in the backend's order (matrices/backends.toml
+``routes``) and keeps every route that fits; the plan installs the first and the installer falls
+back to the next when one fails.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from packaging.version import Version
+
+from attn_installer.facts import Facts
+from attn_installer.matrix import Matrix
+from attn_installer.matrix.model import Backend, FlashAttnRelease, SourceBuild, XformersRelease
+from attn_installer.request import Request
+from attn_installer.words import ROUTE_METHOD, Method, RouteKind
+
+__all__ = [
+    "BuildResources", "Route", "SourceChoice", "WheelChoice", "build_archs", "build_resources",
+    "find_flash_attn_wheel", "find_route", "find_xformers", "route_minutes",
+]
+
+
+@dataclass(frozen=True)
+class WheelChoice:
+    filename: str
+    url: str
+    release: str
+    sha256: Optional[str]
+
+
+@dataclass(frozen=True)
+class BuildResources:
+    max_jobs: int
+    nvcc_threads: int
+    memory_gb: float
+    planned_peak_gb: float
+
+
+@dataclass(frozen=True)
+class SourceChoice:
+    build: SourceBuild
+    resources: BuildResources
+    archs: tuple[str, ...]
+    """The archs the build compiles for (the GPUs present, or --target-arch)."""
+    checkout: Optional[str] = None
+    """``--source DIR``: the user's checkout instead of a fresh clone."""
+
+
+@dataclass(frozen=True)
+class Route:
+    kind: RouteKind
+    reason: str
+    """Why this route fits (shown as the backend's last reason when it is the one planned)."""
+    warnings: tuple[str, ...] = ()
+    wheel: Optional[WheelChoice] = None
+    xformers: Optional[XformersRelease] = None
+    source: Optional[SourceChoice] = None
+    installed_version: Optional[str] = None
+
+    @property
+    def method(self) -> Method:
+        return ROUTE_METHOD[self.kind]
+
+
+@dataclass(frozen=True)
+class Miss:
+    """A route that does not fit: the reason, and warnings it raised on the way."""
+
+    reason: str
+    warnings: tuple[str, ...] = field(default=())
+
+
+def find_route(kind: str, b: Backend, facts: Facts, matrix: Matrix, request: Request) -> Route | Miss | None:
+    """The route of *kind* for backend *b*, a Miss saying why it does not fit, or None when the kind
+    does not apply (nothing installed: try the next one silently)."""
+    t = facts.torch
+    tv = t.version if t else ""
+    if kind == "builtin":
+        return Route("builtin", f"part of torch {tv}: nothing to install")
+    if kind == "installed":
+        v = facts.packages.get(b.distribution)
+        if v is None:
+            return None
+        return Route("installed", f"{b.distribution} {v} is already installed; "
+                                  f"`attn-install verify {b.name}` proves it loads against this torch",
+                     installed_version=v)
+    if kind == "release_asset":
+        wheel, why = find_flash_attn_wheel(facts, matrix)
+        if wheel is None:
+            return Miss("no release wheel: " + "; ".join(why[:3]))
+        return Route("release_asset", f"release wheel {wheel.filename} matches torch {tv}"
+                                      f" / Python {facts.python.version} (matrices/flash_attn_wheels.toml)",
+                     wheel=wheel)
+    if kind == "torch_index":
+        rel, why = find_xformers(facts, matrix)
+        if rel is None:
+            return Miss("; ".join(why))
+        flavour = t.flavour if t else ""
+        return Route("torch_index", f"xformers {rel.version} is built for torch {rel.torch} "
+                                    f"({flavour} index, matrices/xformers.toml)", xformers=rel)
+    if kind == "pypi":
+        return Route("pypi", f"{b.distribution} from PyPI")
+    if kind == "source":
+        sb = matrix.source_for(b.name)
+        assert sb is not None  # the loader checks every source route has a row
+        return _source_route(b, sb, facts, matrix, request)
+    return Miss(f"route {kind} is not available here")
+
+
+def route_minutes(route: Route, matrix: Matrix, units: int) -> Optional[float]:
+    """Rough duration of the install (source builds scale with compile units per job)."""
+    if route.kind == "source" and route.source is not None:
+        if units == 0:
+            return matrix.build.no_units_minutes
+        jobs = route.source.resources.max_jobs
+        return round(math.ceil(units / jobs) * route.source.build.unit_minutes, 1)
+    return matrix.route_minutes(route.kind)
+
+
+# --------------------------------------------------------------------------- release wheels and indexes
+
+
+def _glibc_ok(facts: Facts, need: Version) -> Optional[str]:
+    if facts.host.glibc is None:
+        return None
+    return None if Version(facts.host.glibc) >= need else (
+        f"the release wheels need glibc >= {need}; this system has {facts.host.glibc}")
+
+
+def find_flash_attn_wheel(facts: Facts, matrix: Matrix) -> tuple[Optional[WheelChoice], list[str]]:
+    """The exact flash-attn release wheel for this torch / Python / ABI / machine, or why none fits."""
+    t = facts.torch
+    why: list[str] = []
+    if t is None or t.cuda is None:
+        return None, ["no CUDA build of torch"]
+    if facts.host.os != "linux":
+        return None, [f"release wheels are Linux only (this is {facts.host.os})"]
+    if t.cxx11abi is None:
+        return None, ["torch's C++11 ABI is unknown, so the wheel cannot be chosen safely"]
+    mm, cuda_major = t.major_minor, str(Version(t.cuda).major)
+    pv = Version(facts.python.version)
+    py = f"{pv.major}.{pv.minor}"
+    abi = "TRUE" if t.cxx11abi else "FALSE"
+    for rel in sorted(matrix.flash_attn_releases, key=lambda r: r.version, reverse=True):
+        miss = _release_mismatch(rel, facts, mm, cuda_major, py, t.cxx11abi)
+        if miss:
+            why.append(f"{rel.version}: {miss}")
+            continue
+        glibc = _glibc_ok(facts, rel.glibc)
+        if glibc:
+            why.append(f"{rel.version}: {glibc}")
+            continue
+        url = matrix.flash_attn_url.format(version=rel.version, cuda_major=cuda_major, torch=mm, abi=abi,
+                                           cp=facts.python.cp_tag, machine=facts.host.machine)
+        filename = url.rsplit("/", 1)[1]
+        return WheelChoice(filename, url, str(rel.version), rel.sha256.get(filename)), []
+    return None, why
+
+
+def _release_mismatch(rel: FlashAttnRelease, facts: Facts, mm: str, cuda_major: str, py: str,
+                      abi: bool) -> Optional[str]:
+    if mm not in rel.torch:
+        return f"no wheel for torch {mm} (built for {', '.join(rel.torch)})"
+    if cuda_major not in rel.cuda_major:
+        return f"no cu{cuda_major} wheel (built for cu{', cu'.join(rel.cuda_major)})"
+    if py not in rel.python:
+        return f"no wheel for Python {py}"
+    if mm not in (rel.cxx11abi_true if abi else rel.cxx11abi_false):
+        return f"no cxx11abi{'TRUE' if abi else 'FALSE'} wheel for torch {mm}"
+    if facts.host.machine not in rel.machine:
+        return f"no {facts.host.machine} wheel"
+    return None
+
+
+def find_xformers(facts: Facts, matrix: Matrix) -> tuple[Optional[XformersRelease], list[str]]:
+    """The newest xformers release built for this exact torch and CUDA flavour."""
+    t = facts.torch
+    if t is None or t.cuda is None:
+        return None, ["no CUDA build of torch"]
+    flavour = t.flavour
+    why = []
+    min_sm = min((g.sm or 0) for g in facts.gpus) if facts.gpus else 0
+    for rel in sorted(matrix.xformers_releases, key=lambda r: r.version, reverse=True):
+        if not rel.torch.contains(t.release, prereleases=True):
+            continue
+        if flavour not in rel.flavours:
+            why.append(f"xformers {rel.version} fits torch {t.release} but has no {flavour} wheels "
+                       f"({', '.join(rel.flavours)})")
+            continue
+        if min_sm and min_sm < rel.min_sm:
+            why.append(f"xformers {rel.version} needs SM >= {rel.min_sm}")
+            continue
+        return rel, []
+    if not why:
+        fits = sorted({str(r.torch) for r in matrix.xformers_releases})
+        why.append(f"no xformers release is built for torch {t.release} "
+                   f"(matrices/xformers.toml knows torch {', '.join(fits)})")
+    return None, why
+
+
+# --------------------------------------------------------------------------- source builds
+
+
+def build_resources(facts: Facts, matrix: Matrix, threads: int, *, fixed: bool = False
+                    ) -> Optional[BuildResources]:
+    """MAX_JOBS / NVCC_THREADS that fit the memory and CPUs this process may use; None if even
+    one compile job would not fit. ``fixed``: the build sets nvcc's threads itself, so they cannot
+    be lowered to fit."""
+    usable = facts.host.memory_gb * matrix.build.memory_margin
+    per_thread = matrix.build.gb_per_nvcc_thread
+    threads = max(1, threads)
+    while not fixed and threads > 1 and usable < per_thread * threads:
+        threads -= 1
+    per_job = per_thread * threads
+    jobs = min(facts.host.cpu_count, int(usable // per_job))
+    if jobs < 1:
+        return None
+    return BuildResources(jobs, threads, facts.host.memory_gb, round(jobs * per_job, 1))
+
+
+def build_archs(facts: Facts, request: Request, vendor: str) -> tuple[str, ...]:
+    if request.target_archs:
+        return tuple(request.target_archs)
+    return tuple(dict.fromkeys(g.arch for g in facts.gpus if g.vendor == vendor))
+
+
+def _source_route(b: Backend, sb: SourceBuild, facts: Facts, matrix: Matrix, request: Request) -> Route | Miss:
+    """The source build, or why it cannot run here."""
+    tk = facts.toolkit
+    warnings: list[str] = []
+    archs = build_archs(facts, request, "amd" if b.vendor == "amd" else "nvidia")
+
+    def miss(reason: str) -> Miss:
+        return Miss(f"source build impossible: {reason}", tuple(warnings))
+
+    if not archs:
+        return miss("no GPU to build for (use --target-arch to build on a machine without one)")
+    if b.vendor == "amd":
+        if tk.hipcc is None and sb.arch_env:
+            return miss("hipcc not found (install ROCm >= 6.0 or put /opt/rocm/bin on PATH)")
+    else:
+        why = _nvcc_problem(sb, facts, matrix, archs, warnings)
+        if why is not None:
+            return miss(why)
+    if sb.nvcc_threads_fixed:
+        threads = min(sb.nvcc_threads_fixed, max(1, sum(a.startswith("sm_") for a in archs)))
+        res = build_resources(facts, matrix, threads, fixed=True)
+    elif sb.compile_units:
+        res = build_resources(facts, matrix, sb.nvcc_threads)
+    else:
+        res = BuildResources(1, 1, facts.host.memory_gb, 0.0)
+    if res is None:
+        return miss(f"one compile job needs about {matrix.build.gb_per_nvcc_thread:g} GB and this process "
+                    f"may use {facts.host.memory_gb:g} GB (cgroup limit or RAM)")
+    if tk.ninja is None and sb.compile_units:
+        warnings.append("ninja not found: the plan installs it from PyPI first "
+                        "(without it a build is serial and takes hours)")
+    checkout = request.source_dir if request.source_dir and request.backend == b.name else None
+    reason = (f"built from source ({sb.repo} @ {sb.ref}) with MAX_JOBS={res.max_jobs}, "
+              f"NVCC_THREADS={res.nvcc_threads} for the "
+              f"{facts.host.memory_gb:g} GB / {facts.host.cpu_count} CPUs this process may use")
+    return Route("source", reason, tuple(warnings), source=SourceChoice(sb, res, archs, checkout))
+
+
+def _nvcc_problem(sb: SourceBuild, facts: Facts, matrix: Matrix, archs: tuple[str, ...],
+                  warnings: list[str]) -> Optional[str]:
+    tk = facts.toolkit
+    if tk.nvcc is None:
+        return ("nvcc not found: install the CUDA toolkit matching torch's CUDA "
+                f"{facts.torch.cuda if facts.torch else '?'} and set CUDA_HOME")
+    nvcc = Version(tk.nvcc)
+    for a in archs:
+        need = sb.min_nvcc.get(a)
+        if need is None:
+            return f"{sb.backend} source build has no rule for {a} (matrices/sources.toml)"
+        if nvcc < need:
+            return f"nvcc {tk.nvcc} is too old to build {sb.backend} for {a}: needs >= {need}"
+    t = facts.torch
+    if sb.nvcc_must_match_torch_major and t is not None and t.cuda is not None \
+            and Version(t.cuda).major != nvcc.major:
+        return (f"nvcc {tk.nvcc} and torch's CUDA {t.cuda} differ in major version; torch's "
+                f"extension builder refuses that: install CUDA toolkit {Version(t.cuda).major}.x and set CUDA_HOME")
+    why = _host_compiler_problem(tk.gcc, nvcc, matrix)
+    if why is not None:
+        return why
+    if sb.recommended_nvcc is not None and nvcc < sb.recommended_nvcc:
+        warnings.append(f"nvcc {tk.nvcc} works, {sb.recommended_nvcc} is recommended upstream")
+    return None
+
+
+def _host_compiler_problem(gcc: Optional[str], nvcc: Version, matrix: Matrix) -> Optional[str]:
+    """Why nvcc would refuse the host gcc (matrices/sources.toml [[host_compiler]]), or None;
+    an unknown gcc or an nvcc without a row is not guessed at."""
+    if gcc is None:
+        return None
+    row = matrix.host_compiler_for(nvcc)
+    if row is None:
+        return None
+    major = Version(gcc).major
+    if major > row.max_gcc:
+        # a newer toolkit of the same major (torch's extension builder refuses another major)
+        lows = [s.version for h in matrix.host_compilers if h.max_gcc >= major for s in h.nvcc
+                if s.operator == ">=" and Version(s.version).major == nvcc.major]
+        alt = f", or use CUDA toolkit >= {lows[0]} (it accepts gcc {major})" if lows else ""
+        return (f"host gcc {gcc} is newer than nvcc {nvcc} accepts (gcc <= {row.max_gcc}: nvcc stops with "
+                f"'unsupported GNU version'): install gcc-{row.max_gcc} and build with CC=gcc-{row.max_gcc} "
+                f"CXX=g++-{row.max_gcc}{alt}")
+    if major < row.min_gcc:
+        return (f"host gcc {gcc} is older than nvcc {nvcc} needs (gcc >= {row.min_gcc}); install a newer gcc "
+                "and build with CC / CXX pointing at it")
+    return None
