@@ -1,44 +1,66 @@
 #!/usr/bin/env bash
 # attn-install bootstrap.
 #
-#   bash install.sh            create .venv, install attn-install, run `attn-install --auto`
-#   bash install.sh --test     install the test extras and run lint, type checks and the whole suite
-#   bash install.sh --system   install into the current Python (Colab, containers that hold torch)
-#   bash install.sh --dry-run  print what would be done, change nothing
+#   bash install.sh              install attn-install into .venv, then `attn-install --auto` on the
+#                                Python where your torch is (found: an active venv / conda env, or
+#                                python3 / python on PATH, that has torch; --python PATH chooses)
+#   bash install.sh --python P   target the environment of interpreter P
+#   bash install.sh --yes        do not ask before installing
+#   bash install.sh -- ARGS      pass ARGS to `attn-install --auto` (e.g. -- --allow-source)
+#   bash install.sh --system     install attn-install into $PYTHON itself (Colab, a container
+#                                that holds torch) and run `--auto` there
+#   bash install.sh --test       install the test extras; run lint, type checks and the test suite
+#   bash install.sh --dry-run    print what would be done, change nothing
 #   curl -fsSL <raw url of install.sh> | bash -s -- --system
+#
+# No Python on the machine has torch and a GPU is present: the torch build that fits the GPU and
+# driver (`attn-install torch`) is installed into .venv, which is new and attn-install's own, so
+# nothing you had moves; then the backend. No GPU and no torch: it says so, writes the config for
+# SDPA, and exits 0. An installed torch is never replaced.
 #
 # Run again, it changes nothing: .venv is kept, and pip runs only when attn-install is missing or
 # pyproject.toml changed (venv) / the installed version differs from the checkout's (--system).
 # Piped (no checkout around the script) only --system works; it installs ATTN_INSTALL_SPEC.
 #
-# Environment: PYTHON (interpreter to use, default python3), ATTN_INSTALL_SPEC (what pip installs
-# when the script runs outside a checkout, default "attn-install"; a git+https:// URL works too).
+# Environment: PYTHON (the interpreter that makes .venv, or that --system installs into; default
+# python3), ATTN_INSTALL_SPEC (what pip installs when the script runs outside a checkout, default
+# "attn-install"; a git+https:// URL works too).
 set -euo pipefail
 
 usage() {
-  echo "usage: install.sh [--test|--system] [--dry-run]"
+  echo "usage: install.sh [--python PATH] [--yes] [--dry-run] [--system|--test] [-- AUTO-ARGS...]"
 }
 
 # Everything runs from main, called on the last line: piped into bash, the whole script has been
 # read before anything runs, so no command can swallow the rest of it from stdin.
 main() {
-  local mode=auto dry_run=0 arg
-  for arg in "$@"; do
-    case "$arg" in
+  local mode=auto dry_run=0 target="" yes=0
+  AUTO_ARGS=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
       --test) mode="test" ;;
       --system) mode="system" ;;
       --dry-run) dry_run=1 ;;
+      --yes|-y) yes=1 ;;
+      --python)
+        if [ $# -lt 2 ]; then echo "install.sh: --python needs a path" >&2; usage >&2; return 2; fi
+        target=$2; shift ;;
+      --python=*) target=${1#--python=} ;;
+      --) shift; AUTO_ARGS=("$@"); break ;;
       -h|--help)
         if [ -n "${BASH_SOURCE[0]:-}" ] && [ -f "${BASH_SOURCE[0]}" ]; then
-          sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+          sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         else
           usage
         fi
         return 0 ;;
-      *) echo "install.sh: unknown option '$arg'" >&2; usage >&2; return 2 ;;
+      *) echo "install.sh: unknown option '$1'" >&2; usage >&2; return 2 ;;
     esac
+    shift
   done
   DRY_RUN=$dry_run
+  TARGET=$target
+  YES=$yes
 
   # 1. an interpreter that is new enough, before anything else
   local python=${PYTHON:-python3}
@@ -83,9 +105,18 @@ checkout_version() {
   sed -n 's/^version = "\(.*\)"$/\1/p' "$1/pyproject.toml" | head -n 1
 }
 
-# The installed attn-install's version for an interpreter ("" when it is not installed).
+# The installed attn-install's version for an interpreter ("" when it is not installed). Asked in
+# isolated mode from / so a checkout in the working directory is not what answers.
 installed_version() {
-  "$1" -m attn_installer --version 2>/dev/null | sed -n 's/.*version \(.*\)$/\1/p' || true
+  (cd / && "$1" -I -m attn_installer --version 2>/dev/null) | sed -n 's/.*version \(.*\)$/\1/p' || true
+}
+
+# `attn-install --auto` with the options given to this script.
+auto() {
+  local py=$1; shift
+  local args=(--auto "$@")
+  [ "$YES" = 1 ] && args+=(--yes)
+  run "$py" -m attn_installer "${args[@]}" "${AUTO_ARGS[@]+"${AUTO_ARGS[@]}"}"
 }
 
 install_system() {
@@ -109,7 +140,17 @@ install_system() {
   if [ -n "$spec" ]; then
     run "$python" -m pip install --quiet --disable-pip-version-check "$spec"
   fi
-  run "$python" -m attn_installer --auto --yes
+  if [ -n "$TARGET" ]; then auto "$python" --python "$TARGET"; else auto "$python"; fi
+}
+
+# What the probe found, as "<has torch> <gpus> <interpreter>" (torch: yes / no).
+probe_summary() {
+  local vpy=$1
+  shift
+  "$vpy" -m attn_installer probe --json "$@" | "$vpy" -c '
+import json, sys
+d = json.load(sys.stdin)
+print("yes" if d["torch"] else "no", len(d["gpus"]), d["python"]["executable"])'
 }
 
 install_venv() {
@@ -148,9 +189,30 @@ install_venv() {
     run "$vpy" -m ruff check attn_installer tests benchmarks
     run "$vpy" -m mypy
     run "$venv/bin/shellcheck" install.sh .ci/run
-    run "$vpy" -m pytest -q tests
+    run "$vpy" -m pytest -q -n "${ATTN_INSTALL_TEST_WORKERS:-auto}" tests
+    return
+  fi
+  if [ "$DRY_RUN" = 1 ] && [ ! -x "$vpy" ]; then
+    echo "+ attn-install --auto (on the Python with torch; torch into $venv when none has it and a GPU is present)"
+    return
+  fi
+  # 3. the main job, on the Python where the user's torch is
+  if [ -n "$TARGET" ]; then
+    auto "$vpy" --python "$TARGET"
+    return
+  fi
+  local torch gpus where
+  read -r torch gpus where < <(probe_summary "$vpy")
+  if [ "$torch" = yes ]; then
+    echo "torch found for $where: installing the backend there"
+    auto "$vpy" --python "$where"
+  elif [ "$gpus" != 0 ]; then
+    echo "no Python here has torch and a GPU is present: installing the torch build that fits into $venv" \
+      "(attn-install's own environment; nothing you had moves)"
+    run "$vpy" -m attn_installer torch --yes --python "$vpy"
+    auto "$vpy" --python "$vpy"
   else
-    run "$vpy" -m attn_installer --auto
+    auto "$vpy"
   fi
 }
 

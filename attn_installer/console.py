@@ -22,7 +22,8 @@ def render_facts(f: Facts) -> str:
     lines = [
         f"host     {h.os} {h.machine}, glibc {h.glibc or '-'}, {h.cpu_count} CPUs, "
         f"{h.memory_gb:g} GiB usable" + (f" ({', '.join(where)})" if where else ""),
-        f"python   {f.python.version} ({f.python.executable or '?'})",
+        f"python   {f.python.version} ({f.python.executable or '?'})"
+        + (f" [{f.python.chosen}]" if f.python.chosen else ""),
     ]
     if f.driver:
         extra = f", CUDA {f.driver.cuda}" if f.driver.cuda else ""
@@ -59,24 +60,53 @@ def render_facts(f: Facts) -> str:
     return "\n".join(lines)
 
 
+WIDTH = 100
+"""Plan output wraps at this many columns (commands are never wrapped: they are copied)."""
+
+
+def _wrap(text: str, first: str, rest: str, width: int = WIDTH) -> list[str]:
+    """Wrap *text* at *width*; a `command` in backticks stays on one line (it is copied)."""
+    import re  # noqa: PLC0415
+    import textwrap  # noqa: PLC0415
+
+    glued = re.sub(r"`[^`]*`", lambda m: m.group(0).replace(" ", "\u00a0"), text)
+    lines = textwrap.wrap(glued, width=width, initial_indent=first, subsequent_indent=rest,
+                          break_on_hyphens=False, break_long_words=False) or [first.rstrip()]
+    return [ln.replace("\u00a0", " ") for ln in lines]
+
+
+def _why(b: BackendPlan) -> str:
+    """The reason a row shows: for a backend that fits, how it is obtained (or its measured
+    time); for one that does not, the first rule it fails, never a rule it passes."""
+    if b.viable:
+        return b.reasons[-1].text
+    failing = [r for r in b.reasons if r.kind in ("misfit", "tried", "blocked")]
+    return (failing or list(b.reasons))[0].text
+
+
 def render_plan(p: Plan, *, verbose: bool = False) -> str:
-    rows = [("backend", "viable", "method", "est.", "why")]
-    for b in p.backends:
-        est = "-" if b.estimate_minutes is None else ("0" if b.estimate_minutes == 0
-                                                     else f"~{b.estimate_minutes:g}m")
-        mark = "*" if b.name == p.recommended else " "
-        why = b.reasons[-1] if b.viable else b.reasons[0]
-        reason = "blocked (see BLOCKER below)" if why.kind == "blocked" else why.text
-        rows.append((f"{mark}{b.name}", "yes" if b.viable else "no", b.method or "-", est, reason))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    out = []
-    for r in rows:
-        out.append("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
-    out.append("")
+    out: list[str] = []
+    blocked = bool(p.blockers) and not any(b.viable for b in p.backends)
+    if not blocked or verbose:
+        rows = [("backend", "fits", "method", "est.")]
+        whys = ["why"]
+        for b in p.backends:
+            est = "-" if b.estimate_minutes is None else ("0" if b.estimate_minutes == 0
+                                                         else f"~{b.estimate_minutes:g}m")
+            mark = "*" if b.name == p.recommended else " "
+            rows.append((f"{mark}{b.name}", "yes" if b.viable else "no", b.method or "-", est))
+            whys.append("blocked by the machine (below)" if b.reasons[0].kind == "blocked" else _why(b))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for row, why in zip(rows, whys):
+            head = "  ".join(row[i].ljust(widths[i]) for i in range(4)) + "  "
+            out.extend(_wrap(why, head, " " * len(head)))
+        out.append("")
     for blocker in p.blockers:
-        out.append(f"BLOCKER: {blocker}")
+        out.extend(_wrap(blocker, "BLOCKER: ", "         "))
+    if blocked:
+        out.append("nothing can be installed until that is fixed")
     for w in p.warnings:
-        out.append(f"warning: {w}")
+        out.extend(_wrap(w, "warning: ", "         "))
     if p.recommended:
         rec = p.backend(p.recommended)
         out.append(f"recommended: {rec.name} ({rec.title}) for {p.workload}")
@@ -84,7 +114,7 @@ def render_plan(p: Plan, *, verbose: bool = False) -> str:
             env = " ".join(f"{k}={v}" for k, v in s.env.items())
             out.append(f"  step: {(env + ' ') if env else ''}{format_argv(s.argv)}")
         for w in rec.warnings:
-            out.append(f"  warning: {w}")
+            out.extend(_wrap(w, "  warning: ", "           "))
         out.append("config:")
         for c in p.config_comments:
             out.append(f"  # {c}")
@@ -95,7 +125,8 @@ def render_plan(p: Plan, *, verbose: bool = False) -> str:
     if verbose:
         for b in p.backends:
             out.append(f"\n{b.name}:")
-            out.extend(f"  - {r.text}" for r in b.reasons)
+            for r in b.reasons:
+                out.extend(_wrap(r.text, "  - ", "    "))
     return "\n".join(out)
 
 

@@ -55,6 +55,10 @@ class PythonInfo:
     implementation: str = "cpython"
     executable: Optional[str] = None
     """The interpreter whose environment is probed and would be installed into."""
+    prefix: Optional[str] = None
+    """Its sys.prefix: two interpreters are one environment only when their prefixes are equal."""
+    chosen: Optional[str] = None
+    """Why this interpreter (--python, the active environment, python3 on PATH with torch, ...)."""
 
     @property
     def cp_tag(self) -> str:
@@ -165,6 +169,8 @@ class Facts:
                 "version": self.python.version,
                 "implementation": self.python.implementation,
                 "executable": self.python.executable,
+                "prefix": self.python.prefix,
+                "chosen": self.python.chosen,
             },
             "gpus": [
                 {

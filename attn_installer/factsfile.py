@@ -173,7 +173,9 @@ class Reader:
         assert version is not None
         impl = self.string(d.get("implementation", "cpython"), "python.implementation")
         exe = self.string(d.get("executable"), "python.executable", optional=True)
-        return PythonInfo(version=version, implementation=str(impl), executable=exe)
+        return PythonInfo(version=version, implementation=str(impl), executable=exe,
+                          prefix=self.string(d.get("prefix"), "python.prefix", optional=True),
+                          chosen=self.string(d.get("chosen"), "python.chosen", optional=True))
 
     def gpus(self, data: Any) -> tuple[Gpu, ...]:
         if not isinstance(data, list):

@@ -91,7 +91,7 @@ def read_bounded(path: Path, *, limit: int) -> str:
     raw = b"".join(chunks)
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise ReadProblem("is UTF-16 (PowerShell's `>` writes that): save it as UTF-8, e.g. with "
-                          "`| Out-File -Encoding utf8`, or write it with `attn-install ... > FILE` from bash")
+                          "`| Out-File -Encoding utf8`, or write it from bash: `attn-install probe --json > FILE`")
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:

@@ -13,6 +13,7 @@ from typing import Literal, Optional
 
 from packaging.version import InvalidVersion, Version
 
+from attn_installer.archs import covered_by
 from attn_installer.facts import Facts, Gpu
 from attn_installer.matrix import Matrix
 from attn_installer.matrix.model import Backend
@@ -79,27 +80,6 @@ def resolve(facts: Facts, matrix: Matrix, request: Request) -> Resolution:
 # --------------------------------------------------------------------------- arch coverage
 
 
-def _sm_parts(arch: str) -> tuple[int, int]:
-    digits = arch.split("_", 1)[1].rstrip("af")
-    return int(digits[:-1]), int(digits[-1])
-
-
-def covered_by(gpu_arch: str, archs: tuple[str, ...]) -> bool:
-    """Whether a build with these archs runs on ``gpu_arch``: the same arch, an older minor of
-    the same major (binary compatible: sm_86 code runs on sm_89), or older PTX (compute_XY)."""
-    major, minor = _sm_parts(gpu_arch)
-    for a in archs:
-        if a.startswith("sm_"):
-            am, an = _sm_parts(a)
-            if am == major and an <= minor:
-                return True
-        elif a.startswith("compute_"):
-            digits = a.split("_", 1)[1].rstrip("af")
-            if (int(digits[:-1]), int(digits[-1])) <= (major, minor):
-                return True
-    return False
-
-
 def torch_archs(facts: Facts, matrix: Matrix) -> tuple[tuple[str, ...], str]:
     """GPU archs the installed torch has kernels for, and where that knowledge came from."""
     t = facts.torch
@@ -109,7 +89,7 @@ def torch_archs(facts: Facts, matrix: Matrix) -> tuple[tuple[str, ...], str]:
         return tuple(t.arch_list), "torch.cuda.get_arch_list()"
     cuda = Version(t.cuda)
     for row in matrix.torch_builds:
-        if row.torch.contains(t.release, prereleases=True) and row.cuda.contains(cuda, prereleases=True):
+        if row.matches(t.release, cuda, facts.host.machine):
             return row.archs.archs, "matrices/torch.toml"
     return (), "unknown"
 
@@ -121,6 +101,16 @@ def _min_driver(matrix: Matrix, cuda_major: int, os_name: str) -> Optional[Versi
     return None
 
 
+def torch_hint(facts: Facts, matrix: Matrix, what: str) -> str:
+    """'install <what>: `python -m pip install torch==X --index-url URL`', or why none fits."""
+    from attn_installer.torchpick import TorchChoice, choose_torch  # noqa: PLC0415
+
+    choice = choose_torch(facts, matrix)
+    if isinstance(choice, TorchChoice):
+        return f"install {what}: `{choice.command}`"
+    return choice.text
+
+
 def machine_blockers(facts: Facts, matrix: Matrix) -> tuple[list[str], list[str]]:
     """Problems that stop every install, and machine-level warnings."""
     blockers: list[str] = []
@@ -130,20 +120,19 @@ def machine_blockers(facts: Facts, matrix: Matrix) -> tuple[list[str], list[str]
     amd = [g for g in facts.gpus if g.vendor == "amd"]
     exe = facts.python.executable or "this Python"
     if t is None:
-        blockers.append(
-            f"torch is not installed for {exe}: install the torch build for this machine first "
-            "(attn-install never installs or changes torch; see https://pytorch.org/get-started/locally/)"
-        )
+        hint = torch_hint(facts, matrix, "the torch build for this machine")
+        blockers.append(f"torch is not installed for {exe}: {hint} (or `attn-install torch --yes`; attn-install "
+                        "never replaces a torch)")
         return blockers, warnings
     if facts.gpus and t.cuda is None and t.hip is None:
         blockers.append(f"torch {t.version} is a CPU-only build: it cannot use {facts.gpus[0].label}; "
-                        "install a CUDA or ROCm build of torch")
+                        + torch_hint(facts, matrix, "a build for this GPU (in a new environment)"))
     if nvidia and t.hip is not None and t.cuda is None:
         blockers.append(f"torch {t.version} is a ROCm build but {nvidia[0].label} is NVIDIA; "
-                        "install a CUDA build of torch")
+                        + torch_hint(facts, matrix, "a CUDA build (in a new environment)"))
     if amd and t.cuda is not None and not nvidia:
         blockers.append(f"torch {t.version} is a CUDA build but {amd[0].label} is AMD; "
-                        "install a ROCm build of torch")
+                        + torch_hint(facts, matrix, "a ROCm build (in a new environment)"))
     if nvidia and t.cuda is not None:
         _driver_blockers(facts, matrix, nvidia, blockers, warnings)
     if len({g.arch for g in facts.gpus}) > 1:
@@ -170,12 +159,13 @@ def _driver_blockers(facts: Facts, matrix: Matrix, nvidia: list[Gpu], blockers: 
         if need is not None and have is not None and have < need:
             blockers.append(
                 f"NVIDIA driver {drv.version} is too old for torch {t.version}: CUDA {cuda.major}.x "
-                f"needs driver >= {need} (matrices/torch.toml); update the driver or install a "
-                f"torch built for an older CUDA")
+                f"needs driver >= {need} (matrices/torch.toml); update the driver, or "
+                + torch_hint(facts, matrix, "the torch built for this driver (in a new environment)"))
         elif drv.cuda is not None and Version(drv.cuda).major < cuda.major:
             blockers.append(
                 f"the NVIDIA driver supports CUDA up to {drv.cuda} but torch {t.version} needs "
-                f"CUDA {cuda.major}.x; update the driver")
+                f"CUDA {cuda.major}.x; update the driver, or "
+                + torch_hint(facts, matrix, "the torch built for this driver (in a new environment)"))
     archs, origin = torch_archs(facts, matrix)
     if not archs:
         warnings.append(f"GPU archs of torch {t.version} unknown (not in matrices/torch.toml); "
@@ -183,13 +173,10 @@ def _driver_blockers(facts: Facts, matrix: Matrix, nvidia: list[Gpu], blockers: 
         return
     for g in nvidia:
         if not covered_by(g.arch, archs):
-            hint = ("install a torch build for CUDA 12.6 (cu126), which still covers it"
-                    if (g.sm or 0) < 75 else
-                    "install a torch build for CUDA 12.8 or newer (cu128 / cu130)")
             blockers.append(
                 f"torch {t.version} has no kernels for {g.label}: its build covers "
-                f"{', '.join(archs)} ({origin}); {hint}"
-                + (" or hide that GPU with CUDA_VISIBLE_DEVICES" if len(nvidia) > 1 else ""))
+                f"{', '.join(archs)} ({origin}); {torch_hint(facts, matrix, 'the build that covers it')}"
+                + (", or hide that GPU with CUDA_VISIBLE_DEVICES" if len(nvidia) > 1 else ""))
 
 
 # --------------------------------------------------------------------------- per backend

@@ -37,8 +37,30 @@ def broken_xformers(out: Path) -> Path:
     }, ("torch==2.8.0", "numpy>=2"))
 
 
+@pytest.fixture(scope="session")
+def template_venv(tmp_path_factory):
+    """A venv holding the stand-in torch 2.8.0+cu126 and numpy 1.0, made once; tests get copies
+    (a copied venv is its own environment: sys.prefix follows the interpreter's folder)."""
+    root = tmp_path_factory.mktemp("template")
+    wheels = root / "wheels"
+    stand_in_torch(wheels)
+    build_wheel(wheels, "numpy", "1.0", {"numpy/__init__.py": "__version__ = '1.0'\n"})
+    env_dir = root / "venv"
+    venv.EnvBuilder(with_pip=True, symlinks=True).create(env_dir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV", "PYTHON"))}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index", "--find-links",
+                    str(wheels), "torch==2.8.0+cu126", "numpy==1.0"], env=env, check=True, capture_output=True)
+    return env_dir
+
+
+def copy_venv(template: Path, dest: Path) -> str:
+    shutil.copytree(template, dest, symlinks=True)
+    return str(dest / "bin" / "python")
+
+
 @pytest.fixture
-def world(tmp_path, allow_subprocess):
+def world(tmp_path, allow_subprocess, template_venv):
     """A loopback index, a matrix pointing at it, a fake T4, and a venv holding torch + numpy 1.0."""
     idx = PackageIndex(tmp_path / "index")
     wheels = tmp_path / "built"
@@ -52,6 +74,8 @@ def world(tmp_path, allow_subprocess):
     xf.write_text(xf.read_text().replace("https://download.pytorch.org/whl/{flavour}", idx.url + "/whl/{flavour}"))
     fa = matrices / "flash_attn_wheels.toml"
     fa.write_text(fa.read_text().replace("https://github.com/", idx.url + "/"))
+    tt = matrices / "torch.toml"
+    tt.write_text(tt.read_text().replace("https://download.pytorch.org/whl/{flavour}", idx.url + "/whl/{flavour}"))
     bindir = tmp_path / "bin"
     bindir.mkdir()
     for name, text in (("t4.csv", T4_CSV), ("t4.txt", T4_BANNER), ("h200.csv", H200_CSV), ("h200.txt", H200_BANNER)):
@@ -66,9 +90,7 @@ case "$1" in
 esac
 """)
     smi.chmod(0o755)
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
-    py = str(env_dir / "bin" / "python")
+    py = copy_venv(template_venv, tmp_path / "venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "CUDA", "VIRTUAL_ENV", "PYTHON"))}
     env.update({
         "PATH": f"{bindir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin",
@@ -77,8 +99,6 @@ esac
         "ATTN_INSTALL_MATRIX_DIR": str(matrices), "ATTN_INSTALL_CACHE": str(tmp_path / "cache"),
         "ATTN_INSTALL_NO_NVML": "1", "HOME": str(tmp_path), "PYTHONPATH": str(REPO),
     })
-    subprocess.run([py, "-m", "pip", "install", "-q", "torch==2.8.0+cu126", "numpy==1.0"], env=env, check=True,
-                   capture_output=True)
 
     class World:
         pass
@@ -101,7 +121,8 @@ def freeze(w) -> str:
 
 @pytest.fixture(scope="session")
 def deps_house(tmp_path_factory):
-    """attn-install's own dependencies as wheels, repacked from this environment (no network)."""
+    """attn-install's own dependencies, and what building it needs (hatchling, editables), as wheels
+    repacked from this environment (no network)."""
     import importlib.metadata as md
 
     from packaging.requirements import Requirement
@@ -110,7 +131,7 @@ def deps_house(tmp_path_factory):
     from attn_installer.runner import SubprocessRunner
 
     house = tmp_path_factory.mktemp("deps")
-    todo, seen = ["attn-install"], set()
+    todo, seen = ["attn-install", "hatchling", "editables"], set()
     while todo:
         name = todo.pop()
         key = name.lower().replace("_", "-")

@@ -17,7 +17,7 @@ import click
 
 from attn_installer import __version__
 from attn_installer.cli.app import App
-from attn_installer.cli.options import DEFAULT_CONFIG, WORKLOAD
+from attn_installer.cli.options import DEFAULT_CONFIG, plan_options
 from attn_installer.errors import INTERNAL_ERROR, AttnInstallError
 
 __all__ = ["cli", "main"]
@@ -34,14 +34,17 @@ __all__ = ["cli", "main"]
               help="Target this interpreter's environment (default: the one running attn-install).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               default=DEFAULT_CONFIG, show_default=True, help="Where --auto writes the config.")
-@click.option("--workload", type=WORKLOAD, default="full", show_default=True)
 @click.option("--wheelhouse", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="With --auto: install only from this folder of wheels.")
+@click.option("--offline", is_flag=True, help="With --auto: never touch the network (wheelhouse or cache only).")
+@click.option("--installer", type=click.Choice(["pip", "uv"]), default="pip", show_default=True)
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --auto: write a JSON report of facts, plan, steps, verification.")
+@plan_options
 @click.pass_context
 def cli(ctx: click.Context, auto: bool, yes: bool, dry_run: bool, debug: bool, python: Optional[str],
-        output: Path, workload: str, wheelhouse: Optional[Path], report_file: Optional[Path]) -> None:
+        output: Path, wheelhouse: Optional[Path], offline: bool, installer: str, report_file: Optional[Path],
+        request: Any, measured: bool) -> None:
     """Install the attention backend that fits this machine, verified, without touching torch.
 
     \b
@@ -49,6 +52,7 @@ def cli(ctx: click.Context, auto: bool, yes: bool, dry_run: bool, debug: bool, p
     attn-install probe [--json]    what this machine has
     attn-install plan [--json]     which backends fit, why, and how each would be installed
     attn-install install [NAME]    install a backend (default: the recommended one), verified
+    attn-install torch [--yes]     the torch build that fits this machine (where none is installed)
     attn-install colab             a ready Colab cell
     """
     if not isinstance(ctx.obj, App):
@@ -60,14 +64,14 @@ def cli(ctx: click.Context, auto: bool, yes: bool, dry_run: bool, debug: bool, p
         return
     from attn_installer.cli.install import auto_run  # noqa: PLC0415
 
-    auto_run(ctx.obj, python=python, yes=yes, dry_run=dry_run, output=output, workload=workload,
-             wheelhouse=wheelhouse, report_file=report_file)
+    auto_run(ctx.obj, request, measured=measured, python=python, yes=yes, dry_run=dry_run, output=output,
+             wheelhouse=wheelhouse, offline=offline, installer=installer, report_file=report_file)
 
 
 def _register() -> None:
-    from attn_installer.cli import bench, colab, inspect, install, verify  # noqa: PLC0415
+    from attn_installer.cli import bench, colab, inspect, install, torch, verify  # noqa: PLC0415
 
-    for module in (inspect, install, verify, bench, colab):
+    for module in (inspect, torch, install, verify, bench, colab):
         for command in module.COMMANDS:
             cli.add_command(command)
 

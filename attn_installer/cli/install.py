@@ -16,13 +16,16 @@ from attn_installer.request import Request
 __all__ = ["COMMANDS", "auto_run"]
 
 
-def auto_run(app: App, *, python: Optional[str], yes: bool, dry_run: bool, output: Path, workload: str,
-             wheelhouse: Optional[Path], report_file: Optional[Path]) -> None:
+def auto_run(app: App, request: Request, *, measured: bool, python: Optional[str], yes: bool, dry_run: bool,
+             output: Path, wheelhouse: Optional[Path], offline: bool, installer: str,
+             report_file: Optional[Path]) -> None:
     """`attn-install --auto`: probe, plan (measured when a bench is cached), install, verify, config."""
     from attn_installer.install.run import InstallRequest, run_install  # noqa: PLC0415
 
-    req = InstallRequest(request=Request(workload=workload), python=python, yes=yes,  # type: ignore[arg-type]
-                         dry_run=dry_run, wheelhouse=wheelhouse, report_file=report_file, auto=True, output=output)
+    names = (request.backend,) if request.backend else ()
+    req = InstallRequest(names=names, request=request, python=python, installer=installer, wheelhouse=wheelhouse,
+                         offline=offline, yes=yes, dry_run=dry_run, report_file=report_file, auto=True, output=output,
+                         measured=measured)
     run_install(req, app, __version__)
 
 

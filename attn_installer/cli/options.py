@@ -76,7 +76,7 @@ def install_options(f: F) -> F:
         click.option("--installer", type=click.Choice(["pip", "uv"]), default="pip", show_default=True,
                      help="uv runs `uv pip install --python` with the same torch pins."),
         click.option("--wheelhouse", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Install only from this folder of wheels (see `attn-install download`)."),
+                     help="Install only from this folder of wheels (see: attn-install download --help)."),
         click.option("--offline", is_flag=True, help="Never touch the network (wheelhouse or cache only)."),
         click.option("--yes", "-y", is_flag=True, help="Do not ask before changing the environment."),
         click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -42,7 +42,8 @@ def check_exists(url: str, retries: int = RETRIES, backoff: float = 0.5) -> Opti
             last = f"HTTP {r.status_code}"
         time.sleep(backoff * (2 ** attempt))
     raise DownloadError(f"cannot reach {url} after {retries} tries ({last}); check the network or "
-                        "use --wheelhouse with a folder prepared by `attn-install download`")
+                        "use --wheelhouse with a folder prepared by "
+                        "`attn-install download --facts FACTS --wheelhouse DIR` on a connected machine")
 
 
 def fetch(url: str, dest: Path, sha256: Optional[str] = None,

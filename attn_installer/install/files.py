@@ -85,8 +85,8 @@ def ensure_file(step: Step, *, offline: bool, say: Say) -> None:
         dest.unlink()
         _sidecar(dest).unlink(missing_ok=True)
     if offline:
-        raise InstallError(f"--offline: {dest.name} is not in the cache ({dest}); fetch it with "
-                           "`attn-install download` on a connected machine and pass --wheelhouse")
+        raise InstallError(f"--offline: {dest.name} is not in the cache ({dest}); fetch it on a connected machine with "
+                           "`attn-install download --facts FACTS --wheelhouse DIR` and pass --wheelhouse DIR")
     _clean_partials(dest)
     size = check_exists(need.url)
     say(f"  {need.url} exists" + (f" ({size / 2**20:.1f} MiB)" if size else ""))

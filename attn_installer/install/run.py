@@ -79,6 +79,31 @@ def write_config(host: Host, plan: Plan, output: Path, version: str) -> None:
         host.out(f"wrote {env_file}: environment the backend needs at run time (source it)")
 
 
+NOTHING_TO_INSTALL = ("no GPU and no torch here: nothing needs installing until torch and a GPU are present "
+                      "(`attn-install torch` then names the build); the config selects sdpa, torch's own attention")
+
+
+def _no_gpu_no_torch(req: InstallRequest, host: Host, facts: Facts, version: str) -> None:
+    """`--auto` where neither torch nor a GPU is: say so, and write the config for SDPA."""
+    from attn_installer.axolotl import make_config  # noqa: PLC0415
+    from attn_installer.config import render_yaml  # noqa: PLC0415
+
+    matrix = host.matrix()
+    config, comments, _warn = make_config(matrix.backend("sdpa"), facts, matrix, req.request.workload,
+                                          req.request.axolotl_version)
+    host.out(NOTHING_TO_INSTALL)
+    if req.output is None:
+        return
+    text = render_yaml(config, [*comments, "no GPU and no torch were found when this was written"],
+                       [f"written by attn-install {version}: sdpa for {req.request.workload}"])
+    if req.dry_run:
+        host.out(f"would write {req.output}:")
+        host.out(text.rstrip())
+        return
+    write_atomic(req.output, text)
+    host.out(f"config: {req.output} (sdpa)")
+
+
 def _check(req: InstallRequest, host: Host) -> InstallRequest:
     from dataclasses import replace  # noqa: PLC0415
 
@@ -131,7 +156,7 @@ def _chosen(req: InstallRequest, plan: Plan) -> list[BackendPlan]:
             raise NoViableBackendError(f"{bp.name} does not fit this machine: " + "; ".join(bp.reason_texts))
         if req.build_only and bp.method != "source":
             raise UsageError(f"{bp.name} is not built from source here ({bp.method}: {bp.reason_texts[-1]}); "
-                             "`attn-install build` builds source backends only (uninstall it first to rebuild)")
+                             "attn-install build builds source backends only (uninstall it first to rebuild)")
     return plans
 
 
@@ -142,6 +167,9 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
     if req.auto or req.dry_run:
         host.out(console.render_facts(facts))
         host.out()
+    if req.auto and facts.torch is None and not facts.gpus and not req.names:
+        _no_gpu_no_torch(req, host, facts, version)
+        return
     plan = _make_plan(req, host, facts)
     _known(req, plan)
     if req.auto or req.dry_run:

@@ -85,6 +85,16 @@ def _digit_keys(v: Any) -> dict[str, str]:
     return out
 
 
+def _flavours(v: Any, kind: str) -> tuple[str, ...]:
+    out = c.strings(v)
+    pat = re.compile(r"^cu\d{3}$" if kind == "cu" else r"^rocm\d+\.\d+(\.\d+)?$")
+    bad = [x for x in out if not pat.match(x)]
+    if bad:
+        raise c.Bad(f"{bad[0]!r} is not a {'CUDA' if kind == 'cu' else 'ROCm'} flavour like "
+                    + ("cu126" if kind == "cu" else "rocm7.2"))
+    return out
+
+
 def _any_map(v: Any) -> dict[str, object]:
     if not isinstance(v, dict):
         raise c.Bad("expected a table")
@@ -144,6 +154,11 @@ _OVERRIDES: dict[tuple[str, str], c.Check] = {
     ("RankRow", "vendor"): c.one_of(("nvidia", "amd", "none")),
     ("RouteKindRow", "kind"): c.one_of(ROUTE_KINDS),
     ("Hint", "hint"): c.template(("max_jobs_half",)),
+    ("TorchBuild", "machine"): c.subset(("x86_64", "aarch64")),
+    ("TorchRelease", "cuda"): lambda v: _flavours(v, "cu"),
+    ("TorchRelease", "rocm"): lambda v: _flavours(v, "rocm"),
+    ("RocmBuild", "flavours"): lambda v: _flavours(v, "rocm"),
+    ("RocmBuild", "gfx"): _gfx_list,
 }
 _NOT_IN_TOML = {"directory"}
 
@@ -307,6 +322,9 @@ def _load_cached(directory: Path) -> Matrix:
         "backends": tuple(backends),
         "cuda_drivers": tuple(f.rows("torch.toml", "cuda_driver", m.CudaDriver)),
         "torch_builds": tuple(f.rows("torch.toml", "torch_build", m.TorchBuild)),
+        "torch_releases": tuple(f.rows("torch.toml", "torch_release", m.TorchRelease, "version")),
+        "rocm_builds": tuple(f.rows("torch.toml", "rocm_build", m.RocmBuild)),
+        "torch_index_url": f.top("torch.toml", "torch_index_url", c.template(("flavour",)), ""),
         "pinned": f.top("torch.toml", "pinned", c.strings, ()),
         "watched": f.top("torch.toml", "watched", c.strings, ()),
         "flash_attn_url": f.top("flash_attn_wheels.toml", "url", c.template(FA_URL_FIELDS), ""),

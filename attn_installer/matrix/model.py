@@ -16,7 +16,8 @@ from packaging.version import Version
 __all__ = [
     "ArchSpec", "Backend", "BuildDefaults", "CallSpec", "CudaDriver", "Explain", "Fa3Trims", "FlashAttnRelease",
     "Hint", "HostCompiler", "LegacyFlag", "Matrix", "Prepare", "RankRow", "RetiredFlag", "RouteKindRow",
-    "SourceBuild", "TorchBuild", "AttnImplValues", "XformersRelease", "AxolotlKeys", "EnvIf",
+    "SourceBuild", "TorchBuild", "AttnImplValues", "XformersRelease", "AxolotlKeys", "EnvIf", "TorchRelease",
+    "RocmBuild",
 ]
 
 
@@ -129,6 +130,34 @@ class TorchBuild:
     torch: SpecifierSet
     cuda: SpecifierSet
     archs: ArchSpec
+    source: str
+    machine: tuple[str, ...] = ("x86_64", "aarch64")
+
+    def matches(self, torch: Version, cuda: Version, machine: str) -> bool:
+        m = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine.lower())
+        return (self.torch.contains(torch, prereleases=True) and self.cuda.contains(cuda, prereleases=True)
+                and m in self.machine)
+
+
+@dataclass(frozen=True)
+class TorchRelease:
+    """A torch release attn-install can point a machine at (`attn-install torch`)."""
+
+    version: Version
+    python: SpecifierSet
+    cuda: tuple[str, ...]
+    """CUDA flavours on download.pytorch.org (cu126, cu130, ...)."""
+    rocm: tuple[str, ...]
+    default: str
+    """The flavour `pip install torch` gets from PyPI on Linux x86_64."""
+    source: str
+
+
+@dataclass(frozen=True)
+class RocmBuild:
+    torch: SpecifierSet
+    flavours: tuple[str, ...]
+    gfx: tuple[str, ...]
     source: str
 
 
@@ -310,6 +339,9 @@ class Matrix:
     backends: tuple[Backend, ...]
     cuda_drivers: tuple[CudaDriver, ...]
     torch_builds: tuple[TorchBuild, ...]
+    torch_releases: tuple[TorchRelease, ...]
+    rocm_builds: tuple[RocmBuild, ...]
+    torch_index_url: str
     pinned: tuple[str, ...]
     """Distributions attn-install never installs, upgrades or downgrades (torch & co.)."""
     watched: tuple[str, ...]

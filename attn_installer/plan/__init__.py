@@ -71,8 +71,8 @@ def make_plan(res: Resolution, facts: Facts, matrix: Matrix, request: Request, t
             if p.method == "source" and not request.allow_source:
                 warnings.append(
                     f"{name} ranks first among viable backends here but needs a source build "
-                    f"(about {_minutes(p.estimate_minutes)}); pass --allow-source or "
-                    f"--backend {name} to build it")
+                    f"(about {_minutes(p.estimate_minutes)}); to build it: `attn-install install {name}` "
+                    "(or `attn-install --auto --allow-source`)")
                 continue
             recommended = name
             break

@@ -9,6 +9,7 @@ missing GPU, driver or torch: those are facts ("none"), recorded with their sour
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -16,7 +17,7 @@ from attn_installer.facts import Facts
 from attn_installer.probe.amd import probe_amd
 from attn_installer.probe.host import probe_host
 from attn_installer.probe.nvidia import probe_nvidia
-from attn_installer.probe.pyenv import probe_python_env
+from attn_installer.probe.pyenv import discover, probe_python_env
 from attn_installer.probe.toolkit import probe_toolkit
 from attn_installer.runner import Runner
 
@@ -53,8 +54,6 @@ def probe_system(
     notes.extend(amd.notes)
     if amd.gpus:
         offset = len(gpus)
-        from dataclasses import replace  # noqa: PLC0415
-
         gpus = gpus + tuple(replace(g, index=offset + g.index) for g in amd.gpus)
         sources["gpus"] = (amd.source or "amd") if not nv.gpus else f"{sources['gpus']}+{amd.source}"
         if driver is None:
@@ -63,7 +62,9 @@ def probe_system(
     if not gpus:
         notes.append("no GPU visible to this process")
 
-    pyenv = probe_python_env(runner, python_exe, want_arch_list=want_arch_list, distributions=distributions)
+    interp, why = discover(env, runner, python_exe)
+    pyenv = probe_python_env(runner, interp, want_arch_list=want_arch_list, distributions=distributions)
+    sources["python"] = why
     notes.extend(pyenv.notes)
     sources["torch"] = "torch/version.py (not imported)" if pyenv.torch else "none"
     if pyenv.torch and pyenv.torch.arch_list is not None:
@@ -73,5 +74,5 @@ def probe_system(
     toolkit = probe_toolkit(env, runner, root=root, rocm=amd.rocm, extra_bin=bin_dir)
     sources["toolkit.nvcc"] = "nvcc --version" if toolkit.nvcc else "none"
 
-    return Facts(host=host, python=pyenv.python, gpus=gpus, driver=driver, toolkit=toolkit,
+    return Facts(host=host, python=replace(pyenv.python, chosen=why), gpus=gpus, driver=driver, toolkit=toolkit,
                  torch=pyenv.torch, packages=pyenv.packages, sources=sources, notes=tuple(notes))

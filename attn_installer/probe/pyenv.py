@@ -12,10 +12,11 @@ import json
 import mmap
 import platform
 import re
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from packaging.utils import canonicalize_name
 
@@ -23,7 +24,9 @@ from attn_installer.facts import PythonInfo, TorchInfo
 from attn_installer.runner import Runner
 
 __all__ = [
+    "Interpreter",
     "PythonEnv",
+    "discover",
     "parse_torch_cmake_abi",
     "parse_torch_version_py",
     "probe_python_env",
@@ -35,7 +38,7 @@ ARCH_LIST_TIMEOUT = 60.0
 
 _INTERPRETER_SNIPPET = (
     "import json, platform, sys; print(json.dumps({'version': platform.python_version(), "
-    "'implementation': sys.implementation.name, 'executable': sys.executable, "
+    "'implementation': sys.implementation.name, 'executable': sys.executable, 'prefix': sys.prefix, "
     "'path': [p for p in sys.path if p]}))"
 )
 _ARCH_LIST_SNIPPET = "import json, torch; print(json.dumps(torch.cuda.get_arch_list()))"
@@ -143,26 +146,104 @@ def _metadata_version(info_dir: Path) -> Optional[str]:
     return None
 
 
-def probe_python_env(runner: Runner, python_exe: Optional[str], *, want_arch_list: bool,
-                     distributions: Optional[frozenset[str]] = None) -> PythonEnv:
-    """Probe the interpreter that will receive installs (this one unless ``python_exe`` is given)."""
-    notes: list[str] = []
-    if python_exe is None or Path(python_exe).resolve() == Path(sys.executable).resolve():
-        info = PythonInfo(version=platform.python_version(), implementation=sys.implementation.name,
-                          executable=sys.executable)
-        path = tuple(p for p in sys.path if p)
-        exe = sys.executable
-    else:
-        done = runner.run([python_exe, "-c", _INTERPRETER_SNIPPET], timeout=PYTHON_TIMEOUT)
-        if not done.ok:
+@dataclass(frozen=True)
+class Interpreter:
+    """A Python as attn-install sees it: its version, prefix and import path."""
+
+    executable: str
+    version: str
+    implementation: str
+    prefix: str
+    path: tuple[str, ...]
+
+    @property
+    def has_torch(self) -> bool:
+        return any((Path(d) / "torch" / "version.py").is_file() for d in self.path)
+
+
+def this_interpreter() -> Interpreter:
+    """The interpreter running attn-install."""
+    return Interpreter(sys.executable, platform.python_version(), sys.implementation.name, sys.prefix,
+                       tuple(p for p in sys.path if p))
+
+
+def ask_interpreter(runner: Runner, python: str) -> Optional[Interpreter]:
+    """Run *python* once (from an empty folder, so nothing there shadows the stdlib); None when it
+    cannot run."""
+    import tempfile  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="attn-install-probe-") as tmp:
+        done = runner.run([python, "-c", _INTERPRETER_SNIPPET], timeout=PYTHON_TIMEOUT, cwd=Path(tmp))
+    if not done.ok:
+        return None
+    try:
+        data = json.loads(done.stdout.strip().splitlines()[-1])
+        return Interpreter(str(data["executable"]), str(data["version"]), str(data["implementation"]),
+                           str(data["prefix"]), tuple(str(p) for p in data["path"]))
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def discover(env: Mapping[str, str], runner: Runner, explicit: Optional[str]) -> tuple[Interpreter, str]:
+    """The Python whose environment attn-install works on, and why that one.
+
+    Order: ``--python PATH``; the running interpreter if it has torch; an active environment
+    ($VIRTUAL_ENV, $CONDA_PREFIX) with torch; ``python3`` / ``python`` on PATH with torch; else the
+    active environment, else the running interpreter. An interpreter counts as another
+    environment only when its sys.prefix differs (every venv of one base interpreter resolves to
+    the same binary, so the executables cannot tell them apart)."""
+    own = this_interpreter()
+    if explicit is not None:
+        if Path(explicit).absolute() == Path(own.executable).absolute():
+            return own, "--python"
+        found = ask_interpreter(runner, explicit)
+        if found is None:
             from attn_installer.errors import ProbeError  # noqa: PLC0415
 
-            raise ProbeError(f"cannot run {python_exe}: {done.output.strip() or 'no output'}")
-        data = json.loads(done.stdout)
-        info = PythonInfo(version=data["version"], implementation=data["implementation"],
-                          executable=data["executable"])
-        path = tuple(data["path"])
-        exe = python_exe
+            raise ProbeError(f"--python {explicit}: cannot run it (is it a Python interpreter?)")
+        return (own if found.prefix == own.prefix else found), "--python"
+    if own.has_torch:
+        return own, "the interpreter running attn-install has torch"
+    tried: list[str] = [f"{own.executable} (attn-install's own, no torch)"]
+    active: Optional[Interpreter] = None
+    for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        prefix = env.get(var)
+        if not prefix or prefix == own.prefix:
+            continue
+        exe = Path(prefix) / "bin" / "python"
+        if not exe.exists():
+            continue
+        found = ask_interpreter(runner, str(exe))
+        if found is None or found.prefix == own.prefix:
+            continue
+        if found.has_torch:
+            return found, f"${var} ({prefix}) has torch"
+        active = active or found
+        tried.append(f"{exe} (${var}, no torch)")
+    for name in ("python3", "python"):
+        exe_s = shutil.which(name, path=env.get("PATH", ""))
+        if exe_s is None:
+            continue
+        found = ask_interpreter(runner, exe_s)
+        if found is None or found.prefix == own.prefix:
+            continue
+        if found.has_torch:
+            return found, f"{name} on PATH ({exe_s}) has torch"
+        tried.append(f"{exe_s} ({name} on PATH, no torch)")
+    if active is not None:
+        return active, "the active environment (no Python with torch found: " + "; ".join(tried) + ")"
+    return own, "no Python with torch found (" + "; ".join(tried) + ")"
+
+
+def probe_python_env(runner: Runner, interp: Interpreter, *, want_arch_list: bool,
+                     distributions: Optional[frozenset[str]] = None) -> PythonEnv:
+    """Probe the environment of *interp* (see :func:`discover`): torch read from its files, the
+    distributions that matter, and torch's arch list when asked (one bounded subprocess)."""
+    notes: list[str] = []
+    info = PythonInfo(version=interp.version, implementation=interp.implementation, executable=interp.executable,
+                      prefix=interp.prefix)
+    path = interp.path
+    exe = interp.executable
     torch, origin = read_torch(path)
     packages = read_distributions(path, distributions)
     if torch is not None and want_arch_list and (torch.cuda or torch.hip):

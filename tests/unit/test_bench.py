@@ -301,7 +301,7 @@ def test_cli_measures_caches_plots_and_feeds_plan(fake_cli, capsys, tmp_path, al
     assert code == 0 and len([r for r in runners if r.calls]) == 2
 
     code, out, _err = run_cli(capsys, fake_cli, "plan", "--measured")
-    assert code == 0 and "measured: 6.71 ms fwd+bwd, fastest of 3 on this GPU" in out
+    assert code == 0 and "measured: 6.71 ms fwd+bwd, fastest of 3 on this GPU" in " ".join(out.split())
     assert "recommended: flash_attention_3" in out
     cfg = tmp_path / "out.yaml"
     code, out, _err = run_cli(capsys, fake_cli, "config", "--measured", "-o", str(cfg))
