@@ -13,7 +13,7 @@ from typing import Optional
 from packaging.version import InvalidVersion, Version
 
 from attn_installer.errors import UsageError
-from attn_installer.words import WORKLOADS, Workload, is_arch
+from attn_installer.words import ROUTE_KINDS, WORKLOADS, Workload, is_arch
 
 __all__ = ["MeasuredSpeed", "Request", "Target"]
 
@@ -49,6 +49,10 @@ class Request:
     """A checkout the user already has (--source) for ``backend``; no git clone."""
     source_digest: Optional[str] = None
     """A digest of that checkout's files: it joins the build key (read before planning)."""
+    route: Optional[str] = None
+    """Only this route kind (--route: torch_index, wheel_farm, source, ...)."""
+    no_source: bool = False
+    """Never a source build (--no-source)."""
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
@@ -61,6 +65,10 @@ class Request:
         for arch in self.target_archs:
             if not is_arch(arch):
                 raise UsageError(f"--target-arch: '{arch}' is not an arch like sm_90 or gfx942")
+        if self.route is not None and self.route not in ROUTE_KINDS:
+            raise UsageError(f"--route: '{self.route}' is not one of {', '.join(ROUTE_KINDS)}")
+        if self.route == "source" and self.no_source:
+            raise UsageError("--route source and --no-source disagree: give one")
 
 
 @dataclass(frozen=True)
@@ -74,3 +82,6 @@ class Target:
     """pip or uv (``uv pip install --python``)."""
     wheelhouse: Optional[str] = None
     """Install only from this folder of wheels (--wheelhouse / --offline)."""
+    torch_index: Optional[str] = None
+    """The PyTorch index to use instead of download.pytorch.org (a mirror): a URL template with
+    {flavour} (--pytorch-index / ATTN_INSTALL_PYTORCH_INDEX)."""

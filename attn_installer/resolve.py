@@ -101,6 +101,12 @@ def _min_driver(matrix: Matrix, cuda_major: int, os_name: str) -> Optional[Versi
     return None
 
 
+def nvidia_driver(v: Version) -> str:
+    """An NVIDIA driver version as NVIDIA writes it: 575.51.03, not packaging's 575.51.3."""
+    r = v.release
+    return f"{r[0]}.{r[1]:02d}.{r[2]:02d}" if len(r) == 3 else str(v)
+
+
 def torch_hint(facts: Facts, matrix: Matrix, what: str) -> str:
     """'install <what>: `python -m pip install torch==X --index-url URL`', or why none fits."""
     from attn_installer.torchpick import TorchChoice, choose_torch  # noqa: PLC0415
@@ -159,7 +165,7 @@ def _driver_blockers(facts: Facts, matrix: Matrix, nvidia: list[Gpu], blockers: 
         if need is not None and have is not None and have < need:
             blockers.append(
                 f"NVIDIA driver {drv.version} is too old for torch {t.version}: CUDA {cuda.major}.x "
-                f"needs driver >= {need} (matrices/torch.toml); update the driver, or "
+                f"needs driver >= {nvidia_driver(need)} (matrices/torch.toml); update the driver, or "
                 + torch_hint(facts, matrix, "the torch built for this driver (in a new environment)"))
         elif drv.cuda is not None and Version(drv.cuda).major < cuda.major:
             blockers.append(
@@ -229,6 +235,15 @@ def _misfits(b: Backend, facts: Facts, request: Request) -> tuple[list[str], tup
         why.append(f"torch is built for CUDA {t.cuda}; {b.name} needs CUDA >= {b.min_torch_cuda}")
     if b.vendor == "amd" and t.hip is None and gpus:
         why.append(f"torch {t.version} is not a ROCm build; {b.name} needs ROCm torch")
+    drv = facts.driver
+    if b.min_driver is not None and drv is not None and drv.vendor == "nvidia":
+        try:
+            old = Version(drv.version) < b.min_driver
+        except InvalidVersion:
+            old = False
+        if old:
+            why.append(f"NVIDIA driver {drv.version}; {b.name} needs driver >= {nvidia_driver(b.min_driver)} "
+                       "at run time (matrices/backends.toml)")
     return why, partial
 
 
@@ -242,6 +257,13 @@ def _resolve_backend(b: Backend, facts: Facts, matrix: Matrix, request: Request,
     kinds = b.routes
     if request.source_dir and request.backend == b.name and "source" in kinds:
         kinds = ("source",)  # --source DIR asks for a build of that checkout, even over an installed copy
+    if request.route is not None:
+        kinds = tuple(k for k in kinds if k == request.route)
+        if not kinds:
+            return Candidate(b, False, (*reasons, Reason("tried", f"{b.name} has no {request.route} route "
+                                                                  f"(it has {', '.join(b.routes)})")))
+    if request.no_source:
+        kinds = tuple(k for k in kinds if k != "source")
     routes: list[Route] = []
     warnings: list[str] = []
     tried: list[str] = []

@@ -14,15 +14,16 @@ from typing import Optional
 
 from packaging.version import Version
 
+from attn_installer.archs import covered_by
 from attn_installer.facts import Facts
 from attn_installer.matrix import Matrix
-from attn_installer.matrix.model import Backend, FlashAttnRelease, SourceBuild, XformersRelease
+from attn_installer.matrix.model import Backend, FlashAttnRelease, IndexWheel, SourceBuild
 from attn_installer.request import Request
 from attn_installer.words import ROUTE_METHOD, Method, RouteKind
 
 __all__ = [
-    "BuildResources", "Route", "SourceChoice", "WheelChoice", "build_archs", "build_resources",
-    "find_flash_attn_wheel", "find_route", "find_xformers", "route_minutes",
+    "BuildResources", "IndexChoice", "Route", "SourceChoice", "WheelChoice", "build_archs", "build_resources",
+    "find_farm_wheel", "find_flash_attn_wheel", "find_index_wheel", "find_route", "route_minutes",
 ]
 
 
@@ -32,6 +33,16 @@ class WheelChoice:
     url: str
     release: str
     sha256: Optional[str]
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    """A wheel on the PyTorch index: which distribution, version and flavour folder."""
+
+    distribution: str
+    version: str
+    flavour: str
+    row: IndexWheel
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,8 @@ class Route:
     """Why this route fits (shown as the backend's last reason when it is the one planned)."""
     warnings: tuple[str, ...] = ()
     wheel: Optional[WheelChoice] = None
-    xformers: Optional[XformersRelease] = None
+    """release_asset / wheel_farm: the file to download."""
+    index: Optional[IndexChoice] = None
     source: Optional[SourceChoice] = None
     installed_version: Optional[str] = None
 
@@ -98,12 +110,18 @@ def find_route(kind: str, b: Backend, facts: Facts, matrix: Matrix, request: Req
                                       f" / Python {facts.python.version} (matrices/flash_attn_wheels.toml)",
                      wheel=wheel)
     if kind == "torch_index":
-        rel, why = find_xformers(facts, matrix)
-        if rel is None:
+        choice, why = find_index_wheel(b, facts, matrix)
+        if choice is None:
             return Miss("; ".join(why))
-        flavour = t.flavour if t else ""
-        return Route("torch_index", f"xformers {rel.version} is built for torch {rel.torch} "
-                                    f"({flavour} index, matrices/xformers.toml)", xformers=rel)
+        return Route("torch_index", f"{choice.distribution} {choice.version} is built for torch {choice.row.torch} "
+                                    f"({choice.flavour} PyTorch index, matrices/routes.toml)", index=choice)
+    if kind == "wheel_farm":
+        wheel, why = find_farm_wheel(b, facts, matrix)
+        if wheel is None:
+            return Miss("no community wheel: " + "; ".join(why[:2]))
+        return Route("wheel_farm", f"community wheel {wheel.filename} (mjun0812/flash-attention-prebuild-wheels, "
+                                   "third party: its sha256 is recorded at the first download and the kernel "
+                                   "check decides) matches torch " + tv, wheel=wheel)
     if kind == "pypi":
         return Route("pypi", f"{b.distribution} from PyPI")
     if kind == "source":
@@ -178,30 +196,84 @@ def _release_mismatch(rel: FlashAttnRelease, facts: Facts, mm: str, cuda_major: 
     return None
 
 
-def find_xformers(facts: Facts, matrix: Matrix) -> tuple[Optional[XformersRelease], list[str]]:
-    """The newest xformers release built for this exact torch and CUDA flavour."""
+def _flavour_cuda(flavour: str) -> Version:
+    digits = flavour[2:]
+    return Version(f"{digits[:-1]}.{digits[-1]}")
+
+
+def _index_flavour(flavours: tuple[str, ...], want: str) -> Optional[str]:
+    """torch's own flavour, else the newest one of the same CUDA major that is not newer than it."""
+    if want in flavours:
+        return want
+    if not want.startswith("cu"):
+        return None
+    have = _flavour_cuda(want)
+    same = [f for f in flavours if _flavour_cuda(f).major == have.major and _flavour_cuda(f) <= have]
+    return max(same, key=_flavour_cuda) if same else None
+
+
+def find_index_wheel(b: Backend, facts: Facts, matrix: Matrix) -> tuple[Optional[IndexChoice], list[str]]:
+    """The newest wheel of *b* on the PyTorch index built for this torch, CUDA flavour, Python,
+    machine and every visible GPU."""
     t = facts.torch
     if t is None or t.cuda is None:
         return None, ["no CUDA build of torch"]
-    flavour = t.flavour
-    why = []
+    rows = sorted((r for r in matrix.index_wheels if r.backend == b.name), key=lambda r: r.version, reverse=True)
+    py = Version(facts.python.version)
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(facts.host.machine.lower(), facts.host.machine.lower())
+    why: list[str] = []
     min_sm = min((g.sm or 0) for g in facts.gpus) if facts.gpus else 0
-    for rel in sorted(matrix.xformers_releases, key=lambda r: r.version, reverse=True):
-        if not rel.torch.contains(t.release, prereleases=True):
+    for row in rows:
+        name = f"{row.distribution} {row.version}"
+        if not row.torch.contains(t.release, prereleases=True):
             continue
-        if flavour not in rel.flavours:
-            why.append(f"xformers {rel.version} fits torch {t.release} but has no {flavour} wheels "
-                       f"({', '.join(rel.flavours)})")
+        flavour = _index_flavour(row.flavours, t.flavour)
+        if flavour is None:
+            why.append(f"{name} fits torch {t.release} but has no {t.flavour} wheels ({', '.join(row.flavours)})")
             continue
-        if min_sm and min_sm < rel.min_sm:
-            why.append(f"xformers {rel.version} needs SM >= {rel.min_sm}")
+        if machine not in row.machine:
+            why.append(f"{name} has no {facts.host.machine} wheels")
             continue
-        return rel, []
+        if not row.python.contains(py, prereleases=True):
+            why.append(f"{name} needs Python {row.python}")
+            continue
+        if min_sm and min_sm < row.min_sm:
+            why.append(f"{name} needs SM >= {row.min_sm}")
+            continue
+        missing = [g for g in facts.gpus if g.vendor == "nvidia" and row.archs and not covered_by(g.arch, row.archs)]
+        if missing:
+            why.append(f"{name} has kernels for {', '.join(row.archs)}, not {missing[0].arch}")
+            continue
+        return IndexChoice(row.distribution, str(row.version), flavour, row), []
     if not why:
-        fits = sorted({str(r.torch) for r in matrix.xformers_releases})
-        why.append(f"no xformers release is built for torch {t.release} "
-                   f"(matrices/xformers.toml knows torch {', '.join(fits)})")
+        fits = sorted({str(r.torch) for r in rows})
+        why.append(f"no {b.distribution} wheel on the PyTorch index is built for torch {t.release} "
+                   f"(matrices/routes.toml knows torch {', '.join(fits)})")
     return None, why
+
+
+def find_farm_wheel(b: Backend, facts: Facts, matrix: Matrix) -> tuple[Optional[WheelChoice], list[str]]:
+    """A community-built wheel of *b* for exactly this torch minor, CUDA flavour, Python and machine."""
+    t = facts.torch
+    template = matrix.farm_files.get(b.name)
+    if t is None or t.cuda is None or template is None:
+        return None, ["no CUDA build of torch" if template else f"no farm builds {b.name}"]
+    if facts.host.os != "linux":
+        return None, [f"the farm's wheels attn-install knows are Linux ones (this is {facts.host.os})"]
+    if t.cxx11abi is False:
+        return None, ["the farm builds against pytorch.org torch (C++11 ABI); this torch is not"]
+    machine = facts.host.machine
+    rows = [r for r in matrix.farm_wheels if r.backend == b.name and r.torch == t.major_minor
+            and r.cuda == t.flavour and r.machine == machine]
+    if not rows:
+        return None, [f"none for torch {t.major_minor} + {t.flavour} on {machine}"]
+    for row in sorted(rows, key=lambda r: r.version, reverse=True):
+        py = next((p for p in (facts.python.cp_tag, "cp39-abi3") if p in row.tags), None)
+        if py is None:
+            continue
+        file = template.format(version=row.version, cuda=row.cuda, torch=row.torch, py=py, machine=machine)
+        return WheelChoice(file, matrix.farm_url.format(tag=row.tags[py], file=file), str(row.version), None), []
+    return None, [f"none for Python {facts.python.cp_tag}"]
 
 
 # --------------------------------------------------------------------------- source builds
@@ -248,11 +320,14 @@ def _source_route(b: Backend, sb: SourceBuild, facts: Facts, matrix: Matrix, req
         why = _nvcc_problem(sb, facts, matrix, archs, warnings)
         if why is not None:
             return miss(why)
+    nv_archs = sum(a.startswith("sm_") for a in archs)
     if sb.nvcc_threads_fixed:
-        threads = min(sb.nvcc_threads_fixed, max(1, sum(a.startswith("sm_") for a in archs)))
+        threads = min(sb.nvcc_threads_fixed, max(1, nv_archs))
         res = build_resources(facts, matrix, threads, fixed=True)
     elif sb.compile_units:
-        res = build_resources(facts, matrix, sb.nvcc_threads)
+        # NVCC_THREADS splits nvcc's work across gencode targets: with one arch it only costs job slots
+        threads = 1 if sb.threads_split_archs and nv_archs <= 1 else sb.nvcc_threads
+        res = build_resources(facts, matrix, threads)
     else:
         res = BuildResources(1, 1, facts.host.memory_gb, 0.0)
     if res is None:

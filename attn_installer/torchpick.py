@@ -85,7 +85,12 @@ def _flavour_order(rel: TorchRelease) -> list[str]:
     return [rel.default, *rest] if rel.default in rel.cuda else rest
 
 
-def choose_torch(facts: Facts, matrix: Matrix) -> Union[TorchChoice, TorchProblem]:
+def choose_torch(facts: Facts, matrix: Matrix, index: Optional[str] = None) -> Union[TorchChoice, TorchProblem]:
+    """*index*: a mirror's URL template with {flavour} instead of the matrix's."""
+    if index:
+        from dataclasses import replace  # noqa: PLC0415
+
+        matrix = replace(matrix, torch_index_url=index)
     py = Version(facts.python.version)
     python = facts.python.executable or "python3"
     releases = sorted(matrix.torch_releases, key=lambda r: r.version, reverse=True)

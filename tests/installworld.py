@@ -19,7 +19,7 @@ T4_CSV = (FIXTURES / "nvidia/other/nvidia_smi_query_csv_t4.txt").read_text()
 T4_BANNER = (FIXTURES / "nvidia/other/nvidia-smi_banner_tesla-t4_colab_cuda12.2.txt").read_text()
 H200_CSV = (FIXTURES / "nvidia/h200-device/nvidia-smi-query.csv").read_text()
 H200_BANNER = (FIXTURES / "nvidia/h200-device/nvidia-smi.txt").read_text()
-XF = "0.0.32.post2"  # what the plan picks for torch 2.8.0+cu126 (matrices/xformers.toml)
+XF = "0.0.32.post2"  # what the plan picks for torch 2.8.0+cu126 (matrices/routes.toml [[index_wheel]])
 
 
 def good_xformers(out: Path, requires=("torch==2.8.0", "numpy")) -> Path:
@@ -70,10 +70,9 @@ def world(tmp_path, allow_subprocess, template_venv):
         idx.add(w)
     matrices = tmp_path / "matrices"
     shutil.copytree(REPO / "matrices", matrices)
-    xf = matrices / "xformers.toml"
-    xf.write_text(xf.read_text().replace("https://download.pytorch.org/whl/{flavour}", idx.url + "/whl/{flavour}"))
-    fa = matrices / "flash_attn_wheels.toml"
-    fa.write_text(fa.read_text().replace("https://github.com/", idx.url + "/"))
+    for name in ("flash_attn_wheels.toml", "routes.toml"):  # GitHub release assets, the wheel farm
+        f = matrices / name
+        f.write_text(f.read_text().replace("https://github.com/", idx.url + "/"))
     tt = matrices / "torch.toml"
     tt.write_text(tt.read_text().replace("https://download.pytorch.org/whl/{flavour}", idx.url + "/whl/{flavour}"))
     bindir = tmp_path / "bin"

@@ -72,7 +72,7 @@ MACHINES = {
 }
 
 
-TARGET_FIELDS = ("cache_dir", "python", "installer", "wheelhouse")
+TARGET_FIELDS = ("cache_dir", "python", "installer", "wheelhouse", "torch_index")
 
 
 def planned(f: Facts, **kw):

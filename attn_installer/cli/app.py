@@ -32,6 +32,17 @@ class App:
         self._runner_factory = runner_factory
         self._probe = probe
         self._interactive = interactive
+        self.torch_index: Optional[str] = self.env.get("ATTN_INSTALL_PYTORCH_INDEX") or None
+        """A mirror of download.pytorch.org/whl (--pytorch-index)."""
+
+    def torch_index_template(self) -> Optional[str]:
+        """The mirror (--pytorch-index, else ATTN_INSTALL_PYTORCH_INDEX) as a URL template with
+        {flavour}, or None for the matrix's own index."""
+        ctx = click.get_current_context(silent=True)
+        url = (ctx.meta.get("attn_install.pytorch_index") if ctx is not None else None) or self.torch_index
+        if not url:
+            return None
+        return url if "{flavour}" in url else url.rstrip("/") + "/{flavour}"
 
     # ------------------------------------------------------------------ services
 

@@ -29,7 +29,8 @@ def make_plan(app: App, facts: Facts, request: Request, measured: bool = False) 
     from attn_installer.request import Target  # noqa: PLC0415
 
     speeds = app.measured(facts, request.workload, quiet=False) if measured else ()
-    return plan_for(facts, app.matrix(), replace(request, measured=speeds), Target(cache_dir=str(app.paths.cache)))
+    return plan_for(facts, app.matrix(), replace(request, measured=speeds),
+                    Target(cache_dir=str(app.paths.cache), torch_index=app.torch_index_template()))
 
 
 @click.command()

@@ -9,6 +9,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from attn_installer.errors import UsageError
+from attn_installer.words import ROUTE_KINDS
 
 __all__ = ["install_options", "plan_options", "python_option"]
 
@@ -17,7 +18,8 @@ WORKLOAD = click.Choice(["full", "lora", "inference"])
 DEFAULT_CONFIG = "attn-install-config.yaml"
 
 
-_REQUEST_KEYS = ("workload", "backend", "allow_source", "head_dims", "dtypes", "target_archs", "axolotl_version")
+_REQUEST_KEYS = ("workload", "backend", "allow_source", "head_dims", "dtypes", "target_archs", "axolotl_version",
+                 "route", "no_source")
 
 
 def plan_options(f: F) -> F:
@@ -33,6 +35,9 @@ def plan_options(f: F) -> F:
         from attn_installer.request import Request  # noqa: PLC0415
 
         values = {k: kwargs.pop(k) for k in _REQUEST_KEYS}
+        index = kwargs.pop("pytorch_index", None)
+        if index:  # read by App.torch_index_template (the App may not exist yet: the root makes it)
+            click.get_current_context().meta["attn_install.pytorch_index"] = index
         if inference:
             if values["workload"] not in ("full", "inference"):
                 raise UsageError(f"--inference and --workload {values['workload']} disagree: give one")
@@ -58,6 +63,12 @@ def plan_options(f: F) -> F:
                      help="Write config keys for this axolotl version (default: the installed one)."),
         click.option("--measured", is_flag=True,
                      help="Rank by this machine's cached `attn-install bench` times (static ranking if none)."),
+        click.option("--route", type=click.Choice(list(ROUTE_KINDS)), default=None,
+                     help="Only this route: torch_index, wheel_farm, release_asset, pypi, hub_kernel, source ..."),
+        click.option("--no-source", is_flag=True, help="Never a source build (prebuilt routes only)."),
+        click.option("--pytorch-index", "pytorch_index", default=None, metavar="URL",
+                     help="A mirror of download.pytorch.org/whl (a URL, or a template with {flavour}) "
+                          "[env var: ATTN_INSTALL_PYTORCH_INDEX]."),
     ]
     wrapped: Any = fold
     for o in reversed(opts):

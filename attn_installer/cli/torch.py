@@ -20,14 +20,18 @@ INSTALL_TIMEOUT = 3600.0
 @click.option("--yes", "-y", is_flag=True,
               help="Install it, into an environment that has no torch (an installed torch is never replaced).")
 @python_option("The environment it is for (and --yes installs into).")
+@click.option("--pytorch-index", "pytorch_index", default=None, metavar="URL",
+              help="A mirror of download.pytorch.org/whl [env var: ATTN_INSTALL_PYTORCH_INDEX].")
 @click.pass_obj
-def torch_cmd(app: App, as_json: bool, yes: bool, python: Optional[str]) -> None:
+def torch_cmd(app: App, as_json: bool, yes: bool, python: Optional[str], pytorch_index: Optional[str]) -> None:
     """The torch build that fits this machine's GPUs, driver and Python, as one pip command line."""
     from attn_installer.errors import InstallError, NoViableBackendError  # noqa: PLC0415
     from attn_installer.torchpick import TorchChoice, choose_torch  # noqa: PLC0415
 
+    if pytorch_index:
+        click.get_current_context().meta["attn_install.pytorch_index"] = pytorch_index
     facts = app.probe(python)
-    choice = choose_torch(facts, app.matrix())
+    choice = choose_torch(facts, app.matrix(), app.torch_index_template())
     if as_json:
         doc: dict[str, object] = {"installed": facts.torch.version if facts.torch else None}
         if isinstance(choice, TorchChoice):

@@ -108,9 +108,16 @@ class Outcome:
     built_wheel: Optional[str] = None
     built: bool = False
     """A build-only run: the wheel was built, nothing was installed."""
+    route: Optional[str] = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    """Every route tried for this backend, in order, with how it ended."""
+
+    def summary(self) -> dict[str, Any]:
+        return {"route": self.route, "ok": self.ok, "state": self.state, "message": self.message.split("\n")[0],
+                "verify": None if self.verify is None else {"status": self.verify.status, "detail": self.verify.detail}}
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        return {"route": self.route, "attempts": self.attempts,
             "backend": self.backend, "ok": self.ok, "state": self.state, "message": self.message,
             "hint": self.hint or None, "steps": [s.to_dict() for s in self.steps],
             "verify": None if self.verify is None else self.verify.to_dict(),

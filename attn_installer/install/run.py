@@ -39,6 +39,7 @@ class Host(Protocol):
     def confirm(self, question: str) -> None: ...
     def interactive(self) -> bool: ...
     def measured(self, facts: Facts, workload: str, *, quiet: bool) -> tuple[MeasuredSpeed, ...]: ...
+    def torch_index_template(self) -> Optional[str]: ...
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ def _make_plan(req: InstallRequest, host: Host, facts: Facts) -> Plan:
                       allow_source=req.request.allow_source or bool(names), measured=speeds, source_dir=source,
                       source_digest=tree_digest(req.source_dir) if req.source_dir else None)
     target = Target(cache_dir=str(host.paths.cache), python=req.python, installer=req.installer,
-                    wheelhouse=str(req.wheelhouse.resolve()) if req.wheelhouse else None)
+                    wheelhouse=str(req.wheelhouse.resolve()) if req.wheelhouse else None,
+                    torch_index=host.torch_index_template())
     return plan_for(facts, host.matrix(), request, target)
 
 
@@ -160,6 +162,45 @@ def _chosen(req: InstallRequest, plan: Plan) -> list[BackendPlan]:
     return plans
 
 
+def _route_allowed(bp: BackendPlan, req: InstallRequest) -> bool:
+    """A source build is tried only when asked for (--allow-source, a named backend, build)."""
+    return bp.method != "source" or req.request.allow_source or bool(req.names) or req.build_only
+
+
+def _walk_routes(bp: BackendPlan, req: InstallRequest, host: Host, svc: Services, opts: Options, exe: str
+                 ) -> tuple[Outcome, Optional[StepFailedError]]:
+    """Install *bp* by its first route; when that fails (rolled back exactly), by the next one.
+    The outcome of the route that worked, or of the last one tried, with every attempt in it."""
+    candidates = [c for c in bp.candidates if _route_allowed(c, req)] or [bp]
+    attempts: list[Outcome] = []
+    for i, cand in enumerate(candidates):
+        via = f", {cand.route}" if cand.route and len(candidates) > 1 else ""
+        host.say(f"{'building' if req.build_only else 'installing'} {bp.name} ({cand.method}{via}) into {exe}")
+        try:
+            done = install_backend(cand, svc, opts)
+        except StepFailedError as e:
+            out = e.outcome if isinstance(e.outcome, Outcome) else Outcome(bp.name, message=str(e))
+            out.route = cand.route
+            attempts.append(out)
+            if i + 1 < len(candidates):
+                nxt = candidates[i + 1]
+                host.say(f"{bp.name} by {cand.route or cand.method} failed ({out.state}); "
+                         f"trying the next route: {nxt.route or nxt.method}")
+                continue
+            out.attempts = [a.summary() for a in attempts]
+            return out, e
+        done.route = cand.route
+        done.attempts = [a.summary() for a in attempts] + [done.summary()]
+        return done, None
+    raise AssertionError("no route was tried")  # pragma: no cover - candidates is never empty
+
+
+def _order(plans: list[BackendPlan]) -> list[BackendPlan]:
+    """A backend whose files another one's wheel overwrites is installed after that one (FA4 after FA2)."""
+    shadowed = {d for bp in plans for d in bp.shadows}
+    return sorted(plans, key=lambda bp: bp.distribution in shadowed)
+
+
 def run_install(req: InstallRequest, host: Host, version: str) -> None:
     """Do the run; raises the typed error of the first failure (after restoring the environment)."""
     req = _check(req, host)
@@ -175,7 +216,7 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
     if req.auto or req.dry_run:
         host.out(console.render_plan(plan))
         host.out()
-    plans = _chosen(req, plan)
+    plans = _order(_chosen(req, plan))
     if req.dry_run:
         for line in console.render_dry_run(plans, plan, req.output if req.auto else None):
             host.out(line)
@@ -191,17 +232,13 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
     exe = req.python or facts.python.executable or "python"
     outcomes: list[Outcome] = []
     failure: Optional[StepFailedError] = None
+    opts = Options(python=exe, verify=req.verify and not req.build_only, dtype=plan.dtype or "bf16",
+                   lock_wait=req.lock_wait, wheelhouse=req.wheelhouse, offline=req.offline,
+                   export_wheelhouse=req.export, build_only=req.build_only)
     for bp in plans:
-        host.say(f"{'building' if req.build_only else 'installing'} {bp.name} ({bp.method}) into {exe}")
-        opts = Options(python=exe, verify=req.verify and not req.build_only, dtype=plan.dtype or "bf16",
-                       lock_wait=req.lock_wait, wheelhouse=req.wheelhouse, offline=req.offline,
-                       export_wheelhouse=req.export, build_only=req.build_only)
-        try:
-            outcomes.append(install_backend(bp, svc, opts))
-        except StepFailedError as e:
-            failure = e
-            if isinstance(e.outcome, Outcome):
-                outcomes.append(e.outcome)
+        outcome, failure = _walk_routes(bp, req, host, svc, opts, exe)
+        outcomes.append(outcome)
+        if failure is not None:
             break
     config_written = None
     ok = failure is None and len(outcomes) == len(plans)

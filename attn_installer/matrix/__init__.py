@@ -31,8 +31,8 @@ else:  # pragma: no cover - exercised on 3.9 / 3.10
 
 __all__ = ["MATRIX_FILES", "ArchSpec", "Backend", "Matrix", "default_matrix_dir", "load_matrix"]
 
-MATRIX_FILES = ("backends.toml", "torch.toml", "flash_attn_wheels.toml", "xformers.toml", "sources.toml",
-                "axolotl.toml", "ranking.toml", "hints.toml", "routes.toml")
+MATRIX_FILES = ("backends.toml", "torch.toml", "flash_attn_wheels.toml", "sources.toml", "axolotl.toml",
+                "ranking.toml", "hints.toml", "routes.toml")
 MAX_FILE_BYTES = 1 << 20
 _ARCH = re.compile(r"^sm_\d{2,3}$")
 _GFX = re.compile(r"^gfx[0-9a-f]{3,4}$")
@@ -134,6 +134,7 @@ _BY_TYPE: dict[str, c.Check] = {
     "tuple[str, ...]": c.strings, "Mapping[str, str]": c.str_map, "Mapping[str, int]": c.int_map,
     "Mapping[str, Version]": _versions_map, "Mapping[str, object]": _any_map,
     "SpecifierSet": c.spec, "Version": c.version, "Optional[Version]": c.opt_version, "ArchSpec": _arch_spec,
+    "str | None": c.string_,
 }
 _OVERRIDES: dict[tuple[str, str], c.Check] = {
     ("Backend", "vendor"): c.one_of(("nvidia", "amd", "any")),
@@ -147,7 +148,8 @@ _OVERRIDES: dict[tuple[str, str], c.Check] = {
         "argv": lambda a: tuple(c.template(_PREPARE_PLACEHOLDERS)(x) for x in c.strings(a))})(v),
     ("SourceBuild", "env_if"): lambda v: _rows_of(m.EnvIf, {"env": lambda e: {
         k: c.template(_PREPARE_PLACEHOLDERS)(x) for k, x in c.str_map(e).items()}})(v),
-    ("SourceBuild", "arch_env"): lambda v: {k: c.template(("cc", "sm", "gfx"))(x) for k, x in c.str_map(v).items()},
+    ("SourceBuild", "arch_env"): lambda v: {k: c.template(("cc", "sm", "sm_family", "gfx"))(x)
+                                            for k, x in c.str_map(v).items()},
     ("Fa3Trims", "hdim"): _digit_keys,
     ("Hint", "pattern"): c.regex,
     ("Explain", "pattern"): c.regex,
@@ -159,6 +161,12 @@ _OVERRIDES: dict[tuple[str, str], c.Check] = {
     ("TorchRelease", "rocm"): lambda v: _flavours(v, "rocm"),
     ("RocmBuild", "flavours"): lambda v: _flavours(v, "rocm"),
     ("RocmBuild", "gfx"): _gfx_list,
+    ("IndexWheel", "flavours"): lambda v: _flavours(v, "cu"),
+    ("IndexWheel", "machine"): c.subset(("x86_64", "aarch64")),
+    ("IndexWheel", "archs"): lambda v: _arch_spec(v).archs,
+    ("FarmWheel", "machine"): c.one_of(("x86_64", "aarch64")),
+    ("FarmWheel", "cuda"): lambda v: _flavours([v], "cu")[0],
+    ("Backend", "min_driver"): c.opt_version,
 }
 _NOT_IN_TOML = {"directory"}
 
@@ -329,8 +337,11 @@ def _load_cached(directory: Path) -> Matrix:
         "watched": f.top("torch.toml", "watched", c.strings, ()),
         "flash_attn_url": f.top("flash_attn_wheels.toml", "url", c.template(FA_URL_FIELDS), ""),
         "flash_attn_releases": tuple(f.rows("flash_attn_wheels.toml", "release", m.FlashAttnRelease, "version")),
-        "xformers_index_url": f.top("xformers.toml", "index_url", c.template(("flavour",)), ""),
-        "xformers_releases": tuple(f.rows("xformers.toml", "release", m.XformersRelease, "version")),
+        "index_wheels": tuple(f.rows("routes.toml", "index_wheel", m.IndexWheel, "backend")),
+        "farm_wheels": tuple(f.rows("routes.toml", "farm_wheel", m.FarmWheel, "backend")),
+        "farm_url": f.top("routes.toml", "farm_url", c.template(("tag", "file")), ""),
+        "farm_files": f.top("routes.toml", "farm_files", lambda v: {
+            k: c.template(("version", "cuda", "torch", "py", "machine"))(x) for k, x in c.str_map(v).items()}, {}),
         "sources": tuple(sources),
         "build": f.single("sources.toml", "build", m.BuildDefaults),
         "fa3_trims": f.single("sources.toml", "fa3_trims", m.Fa3Trims),
@@ -366,6 +377,12 @@ def _cross_checks(f: _Files, backends: list[Backend], sources: list[m.SourceBuil
     for name in fields["bench_order"]:
         if known and name not in known:
             errs.add(str(d / "backends.toml"), f"top-level 'bench' names unknown backend {name!r}")
+    for w in (*fields["index_wheels"], *fields["farm_wheels"]):
+        if known and w.backend not in known:
+            errs.add(str(d / "routes.toml"), f"a wheel row names unknown backend {w.backend!r}")
+    for name in fields["farm_files"]:
+        if known and name not in known:
+            errs.add(str(d / "routes.toml"), f"farm_files names unknown backend {name!r}")
     kinds = {r.kind for r in fields["route_kinds"]}
     for b in backends:
         if "source" in b.routes and not any(s.backend == b.name for s in sources):

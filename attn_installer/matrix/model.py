@@ -16,7 +16,7 @@ from packaging.version import Version
 __all__ = [
     "ArchSpec", "Backend", "BuildDefaults", "CallSpec", "CudaDriver", "Explain", "Fa3Trims", "FlashAttnRelease",
     "Hint", "HostCompiler", "LegacyFlag", "Matrix", "Prepare", "RankRow", "RetiredFlag", "RouteKindRow",
-    "SourceBuild", "TorchBuild", "AttnImplValues", "XformersRelease", "AxolotlKeys", "EnvIf", "TorchRelease",
+    "SourceBuild", "TorchBuild", "AttnImplValues", "IndexWheel", "FarmWheel", "AxolotlKeys", "EnvIf", "TorchRelease",
     "RocmBuild",
 ]
 
@@ -115,6 +115,11 @@ class Backend:
     """Measured under another backend's name (the ROCm flash_attn builds as flash_attention_2)."""
     version_from: tuple[str, ...] = ()
     """Distributions whose version labels a measurement (default: ``distribution``)."""
+    min_driver: Optional[Version] = None
+    """The NVIDIA driver it needs at run time (FA4's CuTe DSL: the CUDA 12.9 driver)."""
+    shadows: tuple[str, ...] = ()
+    """Distributions whose files its wheel overwrites (released flash-attn ships an old
+    flash_attn/cute that replaces flash-attn-4's): they are put back after it is installed."""
 
 
 @dataclass(frozen=True)
@@ -177,11 +182,35 @@ class FlashAttnRelease:
 
 
 @dataclass(frozen=True)
-class XformersRelease:
+class IndexWheel:
+    """A backend's wheel on the PyTorch index (matrices/routes.toml [[index_wheel]])."""
+
+    backend: str
+    distribution: str
     version: Version
     torch: SpecifierSet
+    python: SpecifierSet
     flavours: tuple[str, ...]
-    min_sm: int
+    source: str
+    machine: tuple[str, ...] = ("x86_64", "aarch64")
+    archs: tuple[str, ...] = ()
+    """The GPUs its kernels run on (binary compatibility); empty: min_sm alone decides."""
+    min_sm: int = 0
+
+
+@dataclass(frozen=True)
+class FarmWheel:
+    """A community-built wheel (matrices/routes.toml [[farm_wheel]])."""
+
+    backend: str
+    version: Version
+    torch: str
+    """torch major.minor it was built for."""
+    cuda: str
+    """The CUDA flavour of that torch (cu130)."""
+    machine: str
+    tags: Mapping[str, str]
+    """Python tag (cp312, or cp39-abi3) -> the release tag carrying that file."""
     source: str
 
 
@@ -231,6 +260,13 @@ class SourceBuild:
     runs min(N, archs) threads, which the memory plan must count."""
     trims: str = ""
     """"fa3": the FLASH_ATTENTION_DISABLE_* trims of [fa3_trims] apply."""
+    sdist_url: str = ""
+    """Build from this source archive (checked against sdist_sha256) instead of a git checkout."""
+    sdist_sha256: str = ""
+    arch_families: Mapping[str, str] = field(default_factory=dict)
+    """arch -> the value the build's own arch switch takes ({sm_family})."""
+    threads_split_archs: bool = False
+    """NVCC_THREADS only splits nvcc's work across gencode targets: one arch, one thread."""
     prepare: tuple[Prepare, ...] = ()
     env_if: tuple[EnvIf, ...] = ()
 
@@ -348,8 +384,10 @@ class Matrix:
     """Distributions besides the backends' and the pinned ones that the probe records."""
     flash_attn_url: str
     flash_attn_releases: tuple[FlashAttnRelease, ...]
-    xformers_index_url: str
-    xformers_releases: tuple[XformersRelease, ...]
+    index_wheels: tuple[IndexWheel, ...]
+    farm_wheels: tuple[FarmWheel, ...]
+    farm_url: str
+    farm_files: Mapping[str, str]
     sources: tuple[SourceBuild, ...]
     build: BuildDefaults
     fa3_trims: Fa3Trims

@@ -19,7 +19,7 @@ from attn_installer.plan.rank import measured_reasons, static_order
 from attn_installer.plan.steps import Recipe, key_digest, recipe, torch_pins
 from attn_installer.request import Request, Target
 from attn_installer.resolve import Candidate, Reason, Resolution, resolve
-from attn_installer.routes import route_minutes
+from attn_installer.routes import Route, route_minutes
 
 __all__ = ["BackendPlan", "Plan", "Step", "key_digest", "make_plan", "plan_for", "torch_pins"]
 
@@ -32,8 +32,18 @@ def plan_for(facts: Facts, matrix: Matrix, request: Request, target: Optional[Ta
 
 
 def _backend_plan(c: Candidate, facts: Facts, matrix: Matrix, request: Request, target: Target) -> BackendPlan:
+    first = _route_plan(c, c.route, facts, matrix, request, target)
+    rest = []
+    for r in c.routes[1:] if c.viable else ():
+        alt = _route_plan(c, r, facts, matrix, request, target)
+        reasons = (*(x for x in c.reasons if x.kind != "route"), Reason("route", r.reason))
+        rest.append(replace(alt, reasons=reasons, warnings=r.warnings))
+    return replace(first, alternatives=tuple(rest))
+
+
+def _route_plan(c: Candidate, route: Optional[Route], facts: Facts, matrix: Matrix, request: Request,
+                target: Target) -> BackendPlan:
     b = c.backend
-    route = c.route
     rec = recipe(route, b, facts, matrix, request, target) if route is not None else Recipe(())
     download = None
     if route is not None and route.wheel is not None:
@@ -41,14 +51,16 @@ def _backend_plan(c: Candidate, facts: Facts, matrix: Matrix, request: Request, 
     source = route.source if route is not None else None
     return BackendPlan(
         name=b.name, title=b.title, attn_implementation=b.attn_implementation, viable=c.viable,
-        reasons=c.reasons, method=c.method, steps=rec.steps, warnings=c.warnings,
+        reasons=c.reasons, method=route.method if route is not None else None, steps=rec.steps, warnings=c.warnings,
         estimate_minutes=route_minutes(route, matrix, rec.units * rec.archs) if route is not None else None,
         installed_version=route.installed_version if route is not None else None, distribution=b.distribution,
         import_name=b.import_name, packing=b.packing, runtime_env=dict(b.runtime_env), download=download,
         wheel_cache=rec.wheel_cache, key=rec.key, compile_units=rec.units,
         source_dir=source.checkout if source is not None else None, checkout=rec.checkout,
         disk_gb=source.build.disk_gb if source is not None else 0.0,
-        verify_rel_tol=b.verify_rel_tol, verify_min_cosine=b.verify_min_cosine)
+        verify_rel_tol=b.verify_rel_tol, verify_min_cosine=b.verify_min_cosine,
+        route=route.kind if route is not None else None, route_reason=route.reason if route is not None else "",
+        shadows=b.shadows)
 
 
 def make_plan(res: Resolution, facts: Facts, matrix: Matrix, request: Request, target: Target) -> Plan:

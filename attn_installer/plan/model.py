@@ -102,10 +102,26 @@ class BackendPlan:
     """Source builds: the folder the build runs in (the fresh clone, or ``source_dir``)."""
     verify_rel_tol: float = 0.02
     verify_min_cosine: float = 0.999
+    route: Optional[str] = None
+    """The route kind these steps take (torch_index, wheel_farm, source, ...)."""
+    route_reason: str = ""
+    alternatives: tuple[BackendPlan, ...] = ()
+    """The other routes that fit, in order: `install` tries the next when one fails."""
+    shadows: tuple[str, ...] = ()
 
     @property
     def reason_texts(self) -> tuple[str, ...]:
         return tuple(r.text for r in self.reasons)
+
+    @property
+    def candidates(self) -> tuple[BackendPlan, ...]:
+        """This route, then the alternatives."""
+        return (self, *self.alternatives)
+
+    def _route_dict(self) -> dict[str, Any]:
+        return {"kind": self.route, "method": self.method, "reason": self.route_reason,
+                "estimate_minutes": self.estimate_minutes, "download": self.download,
+                "steps": [s.to_dict() for s in self.steps]}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +133,7 @@ class BackendPlan:
             "download": self.download, "wheel_cache": self.wheel_cache, "build_key": dict(self.key) or None,
             "compile_units": self.compile_units or None, "disk_gb": self.disk_gb or None,
             "verify": {"rel_tol": self.verify_rel_tol, "min_cosine": self.verify_min_cosine},
+            "route": self.route, "routes": [r._route_dict() for r in self.candidates] if self.route else [],
         }
 
 

@@ -12,7 +12,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from packaging.version import Version
 
@@ -72,22 +72,24 @@ def recipe(route: Route, b: Backend, facts: Facts, matrix: Matrix, request: Requ
     """The steps that obtain backend *b* by *route* (none for builtin / installed)."""
     ctx = _Ctx(facts, matrix, request, target)
     wh = target.wheelhouse
-    if route.kind == "release_asset" and route.wheel is not None:
+    if route.kind in ("release_asset", "wheel_farm") and route.wheel is not None:
         w = route.wheel
         if wh:
             local = posixpath.join(wh, w.filename)
             return Recipe((ctx.install(f"install {w.filename} from the wheelhouse", (local,),
                                        need=FileNeed(local, None, w.sha256)),))
         dest = posixpath.join(ctx.cache, "downloads", w.filename)
-        return Recipe((ctx.install(f"download {w.filename} (flash-attn {w.release} release wheel; existence "
-                                   "checked first, sha256 checked where known) and install it", (dest,),
+        what = (f"{b.distribution} {w.release} release wheel" if route.kind == "release_asset"
+                else "community wheel, third party")
+        return Recipe((ctx.install(f"download {w.filename} ({what}; existence checked first, sha256 checked "
+                                   "where known, recorded at the first download) and install it", (dest,),
                                    kind="download", need=FileNeed(dest, w.url, w.sha256)),))
-    if route.kind == "torch_index" and route.xformers is not None:
-        flavour = facts.torch.flavour if facts.torch else "cpu"
-        index = matrix.xformers_index_url.format(flavour=flavour)
-        where = "the wheelhouse" if wh else f"the {flavour} index"
-        return Recipe((ctx.install(f"install xformers {route.xformers.version} from {where} with torch pinned",
-                                   (f"xformers=={route.xformers.version}",), index_url=index),))
+    if route.kind == "torch_index" and route.index is not None:
+        ix = route.index
+        index = (target.torch_index or matrix.torch_index_url).format(flavour=ix.flavour)
+        where = "the wheelhouse" if wh else f"the {ix.flavour} index"
+        return Recipe((ctx.install(f"install {ix.distribution} {ix.version} from {where} with torch pinned",
+                                   (f"{ix.distribution}=={ix.version}",), index_url=index),))
     if route.kind == "pypi":
         major = str(Version(facts.torch.cuda).major) if facts.torch and facts.torch.cuda else ""
         extra = b.extras_by_cuda_major.get(major, "")
@@ -99,10 +101,11 @@ def recipe(route: Route, b: Backend, facts: Facts, matrix: Matrix, request: Requ
     return Recipe(())
 
 
-def _fmt_archs(archs: tuple[str, ...], template: str) -> str:
+def _fmt_archs(archs: tuple[str, ...], template: str, families: Mapping[str, str]) -> str:
     nv = [a for a in archs if a.startswith("sm_")]
+    family = ";".join(dict.fromkeys(families.get(a, a[3:]) for a in nv))
     return template.format(cc=";".join(f"{a[3:-1]}.{a[-1]}" for a in nv), sm=";".join(a[3:] for a in nv),
-                           gfx=";".join(a for a in archs if a.startswith("gfx")))
+                           sm_family=family, gfx=";".join(a for a in archs if a.startswith("gfx")))
 
 
 def fa3_trim_env(matrix: Matrix, request: Request, archs: tuple[str, ...]) -> tuple[dict[str, str], bool]:
@@ -157,6 +160,15 @@ def _fetch(ctx: _Ctx, b: Backend, sc: SourceChoice) -> tuple[str, list[Step]]:
     sb = sc.build
     if sc.checkout:
         return sc.checkout, []
+    if sb.sdist_url:
+        src = posixpath.join(ctx.cache, "src", f"{b.name}-{sb.ref}")
+        tarball = posixpath.join(ctx.cache, "downloads", sb.sdist_url.rsplit("/", 1)[1])
+        return src, [
+            Step("fetch", f"make {src} for the {sb.ref} sources", Command(("mkdir", "-p", src), creates=src)),
+            Step("fetch", f"download the {b.distribution} {sb.ref} source archive (sha256 checked) and unpack it",
+                 Command(("tar", "-xzf", tarball, "-C", src, "--strip-components=1")),
+                 need=FileNeed(tarball, sb.sdist_url, sb.sdist_sha256 or None)),
+        ]
     if _COMMIT.fullmatch(sb.ref):
         # a commit is not a branch or tag: `clone --branch` cannot take it, a fetch by id can
         src = posixpath.join(ctx.cache, "src", f"{b.name}-{sb.ref[:12]}")
@@ -187,7 +199,7 @@ def _source(ctx: _Ctx, b: Backend, sc: SourceChoice) -> Recipe:
         env["MAX_JOBS"] = str(res.max_jobs)
         env["NVCC_THREADS"] = str(res.nvcc_threads)
     for key, template in sb.arch_env.items():
-        env[key] = _fmt_archs(archs, template)
+        env[key] = _fmt_archs(archs, template, sb.arch_families)
     nv_archs = [a for a in archs if a.startswith("sm_")]
     units = max((sb.units_by_arch.get(a, sb.compile_units) for a in nv_archs), default=sb.compile_units)
     if sb.parallel_env and sb.extensions_by_arch:

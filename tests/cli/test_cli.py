@@ -45,7 +45,7 @@ def test_plan_json_and_table(colab_t4):
 def test_plan_for_another_machine_from_facts_file(colab_t4, tmp_path):
     facts = FIXTURES / "nvidia/h200-device/probe.json"
     r = cli(colab_t4, "plan", "--facts", str(facts), "--json", "--allow-source", "--head-dim", "128",
-            "--dtype", "bf16")
+            "--dtype", "bf16", "--route", "source")
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
     validate(plan, "plan.schema.json")
@@ -55,7 +55,7 @@ def test_plan_for_another_machine_from_facts_file(colab_t4, tmp_path):
     assert "FLASH_ATTENTION_DISABLE_BACKWARD" not in env and env["FLASH_ATTENTION_DISABLE_FP16"] == "TRUE"
     # --inference: the same trimmed build without the backward kernels
     r = cli(colab_t4, "plan", "--facts", str(facts), "--json", "--allow-source", "--head-dim", "128",
-            "--dtype", "bf16", "--inference", "--backend", "flash_attention_3")
+            "--dtype", "bf16", "--inference", "--backend", "flash_attention_3", "--route", "source")
     plan = json.loads(r.stdout)
     assert plan["workload"] == "inference"
     fa3 = next(b for b in plan["backends"] if b["name"] == "flash_attention_3")

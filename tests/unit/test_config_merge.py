@@ -119,7 +119,7 @@ def test_merge_file_backup_diff_and_mode(tmp_path):
     assert stat.S_IMODE(cfg.stat().st_mode) == 0o640
     assert out.diff.startswith(f"--- {out.backup}\n+++ {cfg}\n@@")
     assert "-flash_attention: true  # FA2 wheel from the image\n" in out.diff
-    assert "+attn_implementation: sdpa\n" in out.diff
+    assert "+attn_implementation: flash_attention_3\n" in out.diff  # the prebuilt FA3 wheel
     assert cfg.read_text() == out.result.text
     # nothing to do: no write, no second backup
     assert merge_file(cfg, config, remove).backup is None and not (tmp_path / "lora.yaml.bak.1").exists()

@@ -17,7 +17,7 @@ def test_shipped_matrices_load():
             "eager", "flash_attention_2_rocm"} <= set(m.backend_names)
     for b in m.backends:
         assert b.source, b.name
-    for row in (*m.cuda_drivers, *m.torch_builds, *m.flash_attn_releases, *m.xformers_releases,
+    for row in (*m.cuda_drivers, *m.torch_builds, *m.flash_attn_releases, *m.index_wheels, *m.farm_wheels,
                 *m.sources, *m.attn_impl_values, *m.legacy_flags, *m.retired_flags, *m.ranking):
         assert row.source.strip()
 
@@ -62,15 +62,14 @@ def load_error(directory) -> str:
 def test_every_bad_row_is_reported_with_file_and_line(broken):
     edit(broken, "backends.toml", ('torch = ">=2.2"', 'torch = "newer than 2.2"'),
          ("packing = false", 'packing = "no"'), ('routes = ["builtin"]', 'routes = ["builtin", "conda"]'))
-    edit(broken, "xformers.toml", ("min_sm = 75", "min_smm = 75"))
+    edit(broken, "routes.toml", ("min_sm = 75", "min_smm = 75"))
     msg = load_error(broken)
-    assert msg.startswith("5 problems in the matrix")
+    assert msg.startswith("4 problems in the matrix")
     lines = msg.splitlines()[1:]
     assert any("backends.toml:" in ln and "'flash_attention_2'" in ln and "field 'torch'" in ln for ln in lines)
     assert any("field 'packing': expected true or false" in ln for ln in lines)
     assert any("'conda' is not one of builtin" in ln for ln in lines)
-    assert any("xformers.toml:" in ln and "unknown field 'min_smm' (did you mean 'min_sm'?)" in ln for ln in lines)
-    assert any("field 'min_sm' is missing" in ln for ln in lines)
+    assert any("routes.toml:" in ln and "unknown field 'min_smm' (did you mean 'min_sm'?)" in ln for ln in lines)
     # the line number points at the row's [[backend]] header
     fa2_line = next(ln for ln in lines if "field 'torch'" in ln).split(":")[1]
     assert (broken / "backends.toml").read_text().splitlines()[int(fa2_line) - 1].strip() == "[[backend]]"
@@ -104,14 +103,14 @@ def test_bad_arch_list(broken):
 
 def test_templates_and_call_tables_are_checked_when_loaded(broken):
     edit(broken, "flash_attn_wheels.toml", ("cxx11abi{abi}", "cxx11abi{abbi}"))
-    edit(broken, "xformers.toml", ('index_url = "https://download.pytorch.org/whl/{flavour}"',
-                                   'index_url = "https://download.pytorch.org/whl/{flavour"'))
+    edit(broken, "torch.toml", ('torch_index_url = "https://download.pytorch.org/whl/{flavour}"',
+                                'torch_index_url = "https://download.pytorch.org/whl/{flavour"'))
     edit(broken, "sources.toml", ('"{cuda_home}/include/cccl"', '"{cuda}/include/cccl"'))
     edit(broken, "backends.toml", ('convention = "flash", module = "flash_attn_interface"',
                                    'convention = "flashy", module = "flash_attn_interface"'))
     msg = load_error(broken)
     assert "top-level 'url': unknown placeholder {abbi} (known: {version}, {cuda_major}" in msg
-    assert "top-level 'index_url': not a valid template" in msg
+    assert "top-level 'torch_index_url': not a valid template" in msg
     assert "unknown placeholder {cuda} (known: {src}, {cuda_home})" in msg
     assert "field 'call': field 'convention': 'flashy' is not one of sdpa, eager, flex" in msg
 

@@ -81,12 +81,13 @@ def test_h100_recommends_sdpa_and_names_fa3_source_build():
 
 
 def test_h200_torch211_fa3_trimmed_build_env():
-    p = plan("h200_torch211", allow_source=True, head_dims=(128,), dtypes=("bf16",))
+    p = plan("h200_torch211", route="source", head_dims=(128,), dtypes=("bf16",), backend="flash_attention_3")
     assert p.recommended == "flash_attention_3"
     fa3 = p.backend("flash_attention_3")
     build = next(s for s in fa3.steps if s.kind == "build")
     env = build.env
-    assert env["MAX_JOBS"] == "5" and env["NVCC_THREADS"] == "2"  # int(64 GB * 0.8 / (5 GB * 2))
+    # one arch: NVCC_THREADS only splits gencode targets, so one thread per job: int(64 GB * 0.8 / 5 GB)
+    assert env["MAX_JOBS"] == "10" and env["NVCC_THREADS"] == "1"
     for flag in ("HDIM64", "HDIM96", "HDIM192", "HDIM256", "FP16", "FP8", "SM80", "SPLIT", "PAGEDKV"):
         assert env[f"FLASH_ATTENTION_DISABLE_{flag}"] == "TRUE"
     assert "FLASH_ATTENTION_DISABLE_HDIM128" not in env and "FLASH_ATTENTION_DISABLE_BACKWARD" not in env
@@ -96,13 +97,67 @@ def test_h200_torch211_fa3_trimmed_build_env():
     assert build.argv[-1].endswith("/hopper")
     assert fa3.estimate_minutes is not None and fa3.estimate_minutes < 5
     # without --head-dim/--dtype the same build is the full 73-unit one (sm90 only)
-    untrimmed = plan("h200_torch211", allow_source=True).backend("flash_attention_3")
+    untrimmed = plan("h200_torch211", route="source").backend("flash_attention_3")
     assert untrimmed.estimate_minutes > 10 * fa3.estimate_minutes / 2
 
 
-def test_h200_torch211_no_fa2_wheel_for_torch_211():
-    fa2 = plan("h200_torch211").backend("flash_attention_2")
-    assert fa2.method == "source"
+def test_h200_torch211_gets_fa3_from_the_pytorch_index_and_fa2_from_the_farm():
+    p = plan("h200_torch211")
+    assert p.recommended == "flash_attention_3"  # no --allow-source needed: a prebuilt route fits
+    fa3 = p.backend("flash_attention_3")
+    assert (fa3.method, fa3.route) == ("pypi", "torch_index")
+    (step,) = fa3.steps
+    assert step.argv[-3:] == ("flash-attn-3==3.0.0", "--index-url", "https://download.pytorch.org/whl/cu130")
+    assert [r.route for r in fa3.candidates] == ["torch_index", "wheel_farm", "source"]
+    fa2 = p.backend("flash_attention_2")
+    assert (fa2.method, fa2.route) == ("wheel", "wheel_farm")  # no official wheel for torch 2.11
+    assert fa2.download["url"] == ("https://github.com/mjun0812/flash-attention-prebuild-wheels/releases/download/"
+                                   "v0.9.4/flash_attn-2.8.3+cu130torch2.11-cp311-cp311-linux_x86_64.whl")
+    assert [r.route for r in fa2.candidates] == ["wheel_farm", "source"]
+    only = plan("h200_torch211", route="wheel_farm").backend("flash_attention_3")
+    assert only.route == "wheel_farm" and only.alternatives == ()
+    assert plan("h200_torch211", no_source=True).backend("flash_attention_2").candidates[-1].route == "wheel_farm"
+
+
+def test_a_pytorch_index_mirror_is_used_for_the_index_route():
+    p = plan("h200_torch211", torch_index="http://mirror.example/pt/{flavour}")
+    assert p.backend("flash_attention_3").steps[0].argv[-1] == "http://mirror.example/pt/cu130"
+
+
+def test_fa3_index_wheel_for_a_cu132_torch_takes_the_cu130_build():
+    from dataclasses import replace
+
+    f = MACHINES["h200_torch211"]
+    t = replace(f.torch, version="2.14.1+cu132", cuda="13.2")
+    fa3 = planned(replace(f, torch=t, packages={"torch": t.version})).backend("flash_attention_3")
+    assert fa3.route == "torch_index" and fa3.steps[0].argv[-1].endswith("/whl/cu130")
+
+
+def test_fa4_trains_on_hopper_but_needs_the_cuda_12_9_driver():
+    from dataclasses import replace
+
+    from attn_installer.facts import Driver
+
+    f = MACHINES["h200_torch211"]
+    assert planned(f).backend("flash_attention_4").viable  # sm_90 training: the Hopper backward exists
+    # a cu128 torch runs on driver 570, FA4's CuTe DSL kernels need the CUDA 12.9 driver
+    old = replace(f, driver=Driver("nvidia", "570.86.15", cuda="12.8"),
+                  torch=replace(f.torch, version="2.8.0+cu128", cuda="12.8"))
+    fa4 = planned(old).backend("flash_attention_4")
+    assert not fa4.viable and "needs driver >= 575.51.03 at run time" in " ".join(fa4.reason_texts)
+
+
+def test_fa2_source_build_is_the_post2_sdist_with_families():
+    from dataclasses import replace
+
+    f = MACHINES["h200_torch211"]
+    mixed = replace(f, gpus=(*f.gpus, replace(f.gpus[0], index=1, name="NVIDIA L40S", arch="sm_89")))
+    fa2 = planned(mixed, route="source", backend="flash_attention_2").backend("flash_attention_2")
+    fetch = [s for s in fa2.steps if s.kind == "fetch"]
+    assert fetch[1].need.url.endswith("/flash_attn-2.8.3.post2.tar.gz") and fetch[1].need.sha256.startswith("d0f9f0b0")
+    build = next(s for s in fa2.steps if s.kind == "build")
+    # sm_89 builds as FA2's 80 family (an unknown value would be dropped); two archs: threads split them
+    assert build.env["FLASH_ATTN_CUDA_ARCHS"] == "90;80" and build.env["NVCC_THREADS"] == "4"
 
 
 def test_rtx4090_fa2_wheel_and_sage_for_lora():
@@ -240,11 +295,11 @@ def test_memory_limit_bounds_max_jobs():
 
     f = MACHINES["h200_torch211"]
     small = replace(f, host=replace(f.host, memory_gb=12.0, cpu_count=64))
-    env = next(s for s in planned(small, allow_source=True)
+    env = next(s for s in planned(small, route="source", backend="flash_attention_3")
                .backend("flash_attention_3").steps if s.kind == "build").env
     assert env["MAX_JOBS"] == "1" and env["NVCC_THREADS"] == "1"  # 12 GB * 0.8 fits one 5 GB thread
     tiny = replace(f, host=replace(f.host, memory_gb=4.0))
-    fa3 = planned(tiny).backend("flash_attention_3")
+    fa3 = planned(tiny, route="source").backend("flash_attention_3")
     assert not fa3.viable and "one compile job needs about 5 GB" in fa3.reason_texts[-1]
 
 
