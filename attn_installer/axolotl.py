@@ -10,7 +10,7 @@ from attn_installer.facts import Facts
 from attn_installer.matrix import Matrix
 from attn_installer.matrix.model import Backend
 
-__all__ = ["axolotl_version", "bf16", "make_config"]
+__all__ = ["axolotl_version", "bf16", "make_config", "run_time_swap"]
 
 
 def bf16(facts: Facts) -> Optional[bool]:
@@ -62,4 +62,24 @@ def make_config(b: Backend, facts: Facts, matrix: Matrix, workload: str, request
     cfg.update(b.config)
     if b.config_comment:
         comments.append(b.config_comment)
+    swap = run_time_swap(b, facts, matrix, ver)
+    if swap:
+        comments.append(swap)
+        warnings.append(swap)
     return cfg, comments, warnings
+
+
+def run_time_swap(b: Backend, facts: Facts, matrix: Matrix, ver: Optional[Version]) -> str:
+    """Why axolotl would run another backend than *b* here (matrices/axolotl.toml [[run_time_swap]]), or ''."""
+    for sw in matrix.run_time_swaps:
+        if b.attn_implementation not in sw.attn_implementation or sw.when_installed not in facts.packages:
+            continue
+        if ver is not None and not sw.axolotl.contains(ver, prereleases=True):
+            continue
+        if not any(g.vendor == "nvidia" and g.sm is not None and g.sm // 10 in sw.nvidia_sm_major for g in facts.gpus):
+            continue
+        who = f"axolotl {ver}" if ver is not None else f"axolotl {sw.axolotl}"
+        return (f"{who} runs {sw.runs} instead of {b.attn_implementation} here: {sw.when_installed} "
+                f"{facts.packages[sw.when_installed]} is installed (matrices/axolotl.toml); check it with "
+                f"`attn-install verify {sw.runs}`, or uninstall {sw.when_installed} to train with {b.name}")
+    return ""

@@ -71,6 +71,12 @@ def strings(v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
+def integers(v: Any) -> tuple[int, ...]:
+    if not isinstance(v, list):
+        raise Bad("expected a list of integers")
+    return tuple(integer(x) for x in v)
+
+
 def str_map(v: Any) -> dict[str, str]:
     if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
         raise Bad("expected a table of strings")

@@ -61,6 +61,25 @@ class Rollback:
             else:
                 self.say(f"  backed up {name} {old} as {wheel.name} (replaced by {version})")
 
+    def keep(self, current: EnvState, name: str, why: str) -> Optional[Path]:
+        """Back up installed *name*, whose files another distribution's wheel overwrites (a wheel
+        shipping an old copy of its package): the rollback force-reinstalls it, after removing the
+        other one, so its files are back even though its version never changed."""
+        if name not in current.packages:
+            return None
+        if name not in self.same_version:
+            self.same_version[name] = repack(self.runner, self.python, name, self.backup_dir)
+            self.say(f"  backed up {name} {current.packages[name]} as {self.same_version[name].name} ({why})")
+        return self.same_version[name]
+
+    def reinstall(self, current: EnvState, name: str) -> bool:
+        """Put *name*'s own files back from its backup (after a step overwrote them)."""
+        wheel = self.same_version[name]
+        spec = f"{name}=={current.packages[name]}"
+        r = self.runner.run(commands.pip_restore(self.python, _installer_for(current), spec,
+                                                 find_links=(str(wheel.parent),), force=True), timeout=PIP_TIMEOUT)
+        return r.ok
+
     def restore(self, before: EnvState) -> dict[str, Any]:
         """Put the environment back to *before*; what was done and whether it is exact."""
         now = read_state(self.runner, self.python)
@@ -78,14 +97,16 @@ class Rollback:
         self.say(f"  restoring the environment: removing {', '.join(added) or 'nothing'}; "
                  f"putting back {', '.join(back) or 'nothing'}")
         inst = _installer_for(now)
+        # what was added goes first: its uninstall removes every file in its RECORD, also those
+        # it shares with a distribution put back below (FA2's flash_attn/cute and FA4's)
+        if added:
+            self.runner.run(commands.pip_uninstall(self.python, inst, tuple(added)), timeout=PIP_TIMEOUT)
         for name, wheel in rebuilt.items():
             # by name from the backup folder, not by path: a path install would record a file:// origin
             spec = f"{name}=={before.packages[name]}"
             r = self.runner.run(commands.pip_restore(self.python, inst, spec, find_links=(str(wheel.parent),),
                                                      force=True), timeout=PIP_TIMEOUT)
             (done["restored"] if r.ok else done["not_restored"]).append(spec)
-        if added:
-            self.runner.run(commands.pip_uninstall(self.python, inst, tuple(added)), timeout=PIP_TIMEOUT)
         links = (str(self.backup_dir),) + ((str(self.wheelhouse),) if self.wheelhouse is not None else ())
         for name, version in replaced.items():
             spec = f"{name}=={version}"

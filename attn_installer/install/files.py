@@ -3,7 +3,9 @@
 
 A download's sha256 is recorded beside it (``<file>.sha256``) the first time; every reuse compares
 the file with that record (and with the matrix's hash where upstream publishes one) and tests the
-wheel's zip index, so a truncated or corrupted cache entry is deleted and fetched again, named.
+wheel's zip index, so a truncated or corrupted cache entry is deleted and fetched again, named. The
+record outlives the file: a download that differs from it (an asset re-uploaded under the same
+name, as a wheel farm without published checksums can do) is refused, not believed.
 """
 
 from __future__ import annotations
@@ -83,7 +85,6 @@ def ensure_file(step: Step, *, offline: bool, say: Say) -> None:
             return
         say(f"  the cached {dest} is not usable ({why}): deleting it and downloading again")
         dest.unlink()
-        _sidecar(dest).unlink(missing_ok=True)
     if offline:
         raise InstallError(f"--offline: {dest.name} is not in the cache ({dest}); fetch it on a connected machine with "
                            "`attn-install download --facts FACTS --wheelhouse DIR` and pass --wheelhouse DIR")
@@ -100,6 +101,12 @@ def ensure_file(step: Step, *, offline: bool, say: Say) -> None:
             say(f"  downloading {dest.name}:{pct} {done / 2**20:.1f} MiB")
 
     digest = fetch(need.url, dest, need.sha256, progress)
+    recorded = recorded_sha256(dest)
+    if recorded is not None and digest != recorded:
+        dest.unlink()
+        raise DownloadError(f"{need.url} is not the file first downloaded under that name (sha256 {digest[:12]}..., "
+                            f"recorded {recorded[:12]}... in {_sidecar(dest)}): re-uploaded upstream? Nothing was "
+                            "installed; delete the record to accept the new file")
     why = _problem(dest, need.sha256) if dest.suffix == ".whl" else None
     if why is not None:
         dest.unlink()

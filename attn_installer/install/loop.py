@@ -143,6 +143,8 @@ class _Loop:
         self.out = Outcome(bp.name, log_path=str(svc.log_path) if svc.log_path else None)
         self.rollback = Rollback(svc.runner, opts.python, svc.paths.backup(svc.run_id), self.say,
                                  wheelhouse=opts.wheelhouse, offline=opts.offline)
+        self.shadowed: list[str] = []
+        """Installed distributions whose files this backend's wheel overwrites; reinstalled after it."""
         self.workdir = Path(tempfile.mkdtemp(prefix="attn-install-run-"))
         """Every command runs from here: nothing in the caller's directory can shadow pip."""
 
@@ -230,6 +232,7 @@ class _Loop:
             self._check_disk()
         current = before
         pinned = self.svc.matrix.pinned
+        shadowed = self.shadowed = self._shadowed(before)
         for step in bp.steps:
             rec = StepRecord(step.description, list(step.argv), step.kind, "not run")
             out.steps.append(rec)
@@ -279,7 +282,23 @@ class _Loop:
             out.built_wheel = str(cached)
             if opts.export_wheelhouse is not None:
                 wheelcache.export(cached, bp.key, opts.export_wheelhouse, self.say)
+        if shadowed and not opts.build_only and any(s.installs is not None for s in bp.steps):
+            for name in shadowed:
+                self.say(f"- reinstall {name} {current.packages[name]} over the files {bp.distribution} overwrote")
+                if not self.rollback.reinstall(current, name):
+                    raise _Failed(f"reinstalling {name} after {bp.distribution} failed; rolling back")
+            current = self._state()
         return current
+
+    def _shadowed(self, before: EnvState) -> list[str]:
+        """Installed distributions whose files this backend's wheel overwrites (FA2 ships an old
+        flash_attn/cute, FA4's package): backed up now, reinstalled after the steps, verified."""
+        names = [canonical(d) for d in self.bp.shadows if canonical(d) in before.packages]
+        if self.opts.build_only or not any(s.installs is not None for s in self.bp.steps):
+            return []
+        for name in names:
+            self.rollback.keep(before, name, f"{self.bp.distribution}'s wheel overwrites its files")
+        return names
 
     def verify(self) -> None:
         bp, opts = self.bp, self.opts
@@ -292,6 +311,13 @@ class _Loop:
         self.out.verify = res
         if not res.ok:
             raise _Failed(f"verification of {bp.name} failed: {res.detail}", find_hint(res.detail, self.svc.matrix, {}))
+        for other in (b for b in self.svc.matrix.backends
+                      if b.distribution and canonical(b.distribution) in self.shadowed):
+            self.say(f"verifying {other.name} too (its files were reinstalled after {bp.distribution}'s) ...")
+            again = verify_backend(self.svc.runner, opts.python, other, dtype=opts.dtype, head_dim=opts.head_dim)
+            if not again.ok:
+                raise _Failed(f"{other.name} no longer works after installing {bp.name}: {again.detail}",
+                              find_hint(again.detail, self.svc.matrix, {}))
 
     def guarded_rollback(self, before: EnvState) -> dict[str, Any]:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)

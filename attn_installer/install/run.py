@@ -184,7 +184,8 @@ def _walk_routes(bp: BackendPlan, req: InstallRequest, host: Host, svc: Services
             attempts.append(out)
             if i + 1 < len(candidates):
                 nxt = candidates[i + 1]
-                host.say(f"{bp.name} by {cand.route or cand.method} failed ({out.state}); "
+                why = out.message.split("\n")[0]
+                host.say(f"{bp.name} by {cand.route or cand.method} failed: {why} ({out.state}); "
                          f"trying the next route: {nxt.route or nxt.method}")
                 continue
             out.attempts = [a.summary() for a in attempts]

@@ -131,7 +131,8 @@ def _table_of(cls: type, where_checks: Optional[Mapping[str, c.Check]] = None) -
 _PREPARE_PLACEHOLDERS = ("src", "cuda_home")
 _BY_TYPE: dict[str, c.Check] = {
     "str": c.string_, "bool": c.boolean, "int": c.integer, "float": c.number,
-    "tuple[str, ...]": c.strings, "Mapping[str, str]": c.str_map, "Mapping[str, int]": c.int_map,
+    "tuple[str, ...]": c.strings, "tuple[int, ...]": c.integers,
+    "Mapping[str, str]": c.str_map, "Mapping[str, int]": c.int_map,
     "Mapping[str, Version]": _versions_map, "Mapping[str, object]": _any_map,
     "SpecifierSet": c.spec, "Version": c.version, "Optional[Version]": c.opt_version, "ArchSpec": _arch_spec,
     "str | None": c.string_,
@@ -348,6 +349,7 @@ def _load_cached(directory: Path) -> Matrix:
         "host_compilers": tuple(f.rows("sources.toml", "host_compiler", m.HostCompiler)),
         "attn_impl_values": tuple(f.rows("axolotl.toml", "attn_implementation", m.AttnImplValues)),
         "legacy_flags": tuple(f.rows("axolotl.toml", "legacy_flag", m.LegacyFlag, "flag")),
+        "run_time_swaps": tuple(f.rows("axolotl.toml", "run_time_swap", m.RunTimeSwap, "runs")),
         "retired_flags": tuple(f.rows("axolotl.toml", "retired_flag", m.RetiredFlag, "flag")),
         "axolotl_keys": f.single("axolotl.toml", "keys", m.AxolotlKeys),
         "ranking": tuple(f.rows("ranking.toml", "rank", m.RankRow)),

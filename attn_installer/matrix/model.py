@@ -316,6 +316,18 @@ class LegacyFlag:
 
 
 @dataclass(frozen=True)
+class RunTimeSwap:
+    """axolotl running another backend than the config names, when *when_installed* is there."""
+
+    axolotl: SpecifierSet
+    attn_implementation: tuple[str, ...]
+    runs: str
+    when_installed: str
+    nvidia_sm_major: tuple[int, ...]
+    source: str
+
+
+@dataclass(frozen=True)
 class RetiredFlag:
     """An attention switch that selects no backend of its own; a config merge deletes it."""
 
@@ -394,6 +406,7 @@ class Matrix:
     host_compilers: tuple[HostCompiler, ...]
     attn_impl_values: tuple[AttnImplValues, ...]
     legacy_flags: tuple[LegacyFlag, ...]
+    run_time_swaps: tuple[RunTimeSwap, ...]
     retired_flags: tuple[RetiredFlag, ...]
     axolotl_keys: AxolotlKeys
     ranking: tuple[RankRow, ...]

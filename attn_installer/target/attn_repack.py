@@ -17,7 +17,9 @@ import re
 import sys
 import zipfile
 
-SKIP_INFO = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "WHEEL")
+# pip writes these itself on install. direct_url.json is kept: a distribution installed from a path
+# or URL (pip freeze: "name @ file://...") comes back with the same origin.
+SKIP_INFO = ("RECORD", "INSTALLER", "REQUESTED", "WHEEL")
 
 
 def main(argv):

@@ -408,3 +408,24 @@ def test_sage_jobs_count_its_own_nvcc_threads_per_arch():
     assert (one["MAX_JOBS"], one["EXT_PARALLEL"]) == ("16", "4")
     assert (three["MAX_JOBS"], three["EXT_PARALLEL"]) == ("6", "1")  # 125.9 GB x 0.8 / (3 x 5 GB)
     assert three["TORCH_CUDA_ARCH_LIST"] == "8.0;8.9;9.0"
+
+
+@pytest.mark.parametrize(("axolotl", "gpu", "warned"), [
+    ("0.21.0", "h200_torch211", True),
+    (None, "h200_torch211", True),      # axolotl unknown: said with the version range
+    ("0.18.0", "h200_torch211", False),  # before the swap
+    ("0.21.0", "a100", False),           # sm_80: axolotl keeps FA2
+])
+def test_axolotl_fa4_swap_is_said_when_flash_attn_4_is_installed(axolotl, gpu, warned):
+    from dataclasses import replace
+
+    f = MACHINES[gpu]
+    f = replace(f, packages={**f.packages, "flash-attn-4": "4.0.0b36"})
+    p = planned(f, backend="flash_attention_2", axolotl_version=axolotl)
+    said = [w for w in p.warnings if "runs flash_attention_4 instead of flash_attention_2" in w]
+    assert bool(said) == warned
+    if warned:
+        assert "flash-attn-4 4.0.0b36 is installed" in said[0] and "attn-install verify flash_attention_4" in said[0]
+        assert any("runs flash_attention_4" in c for c in p.config_comments)
+    plain = planned(MACHINES[gpu], backend="flash_attention_2", axolotl_version=axolotl)
+    assert not any("instead of" in w for w in plain.warnings)
