@@ -12,7 +12,7 @@ import re
 import sys
 import zipfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
@@ -26,7 +26,7 @@ from attn_installer.install.envstate import canonical
 from attn_installer.plan.model import BackendPlan
 from attn_installer.runner import Runner
 
-__all__ = ["download_for_plan", "platform_tags", "target_environment"]
+__all__ = ["download_for_plan", "hub_system", "platform_tags", "target_environment"]
 
 PIP_TIMEOUT = 1800.0
 
@@ -98,7 +98,7 @@ def download_for_plan(bp: BackendPlan, facts: Facts, wheelhouse: Path, runner: R
     lines: list[str] = []
     if bp.method in ("builtin", "installed"):
         return [f"{bp.name}: nothing to download ({bp.method})"]
-    if bp.method == "wheel":
+    if bp.method == "wheel" and bp.hub is None:
         for step in bp.steps:
             need = step.need
             if need is not None and need.url:
@@ -111,10 +111,72 @@ def download_for_plan(bp: BackendPlan, facts: Facts, wheelhouse: Path, runner: R
         return [f"{bp.name}: source build: build it once on a node like the target with "
                 f"`attn-install build {bp.name} --wheelhouse {wheelhouse}`; other nodes then install the "
                 "wheel from there"]
+    lines = _download_index(bp, facts, wheelhouse, runner, say, pinned)
+    if bp.hub is not None:
+        lines.append(_stage_hub_kernel(bp, facts, wheelhouse, runner, say))
+    return lines
+
+
+def hub_system(facts: Facts) -> dict[str, Any]:
+    """The machine as `kernels` matches build variants: torch major.minor, C++ ABI, backend, CPU, OS."""
+    t = facts.torch
+    assert t is not None and t.cuda is not None
+    cuda = Version(t.cuda)
+    return {"torch": t.major_minor, "cxx11abi": t.cxx11abi, "backend": f"cu{cuda.major}{cuda.minor}",
+            "cpu": {"amd64": "x86_64", "arm64": "aarch64"}.get(facts.host.machine.lower(), facts.host.machine),
+            "os": facts.host.os}
+
+
+def _stage_hub_kernel(bp: BackendPlan, facts: Facts, wheelhouse: Path, runner: Runner,
+                      say: Callable[[str], None]) -> str:
+    """The hub kernel the target would load, into ``wheelhouse/hub`` (a Hub cache), with this
+    machine's kernels / huggingface_hub (`pip install 'attn-install[hub]'`)."""
+    import json  # noqa: PLC0415
+
+    from attn_installer import target  # noqa: PLC0415
+
+    assert bp.hub is not None
+    repo, version = str(bp.hub["repo"]), int(bp.hub["version"])
+    say(f"  staging hub kernel {repo} v{version} for {facts.torch.version if facts.torch else '?'}")
+    done = runner.run(target.argv(sys.executable, "attn_hubfetch", repo, str(version), "--cache",
+                                  str(wheelhouse / "hub"), "--system", json.dumps(hub_system(facts))),
+                      timeout=PIP_TIMEOUT)
+    rows = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    data = json.loads(rows[-1]) if rows else {"error": done.last_line}
+    if "error" in data or not done.ok:
+        err = str(data.get("error", ""))
+        hint = (" (this machine needs the kernels package: pip install 'attn-install[hub]')"
+                if "No module named" in err else "")
+        raise InstallError(f"cannot stage hub kernel {repo} v{version}: {err}{hint}")
+    return f"{bp.name}: hub kernel {repo} v{version} = {str(data['revision'])[:12]}, {data['variant']} (hub/)"
+
+
+def _pip_download(req: Requirement, key: str, facts: Facts, v: Version, wheelhouse: Path, runner: Runner,
+                  index: Optional[str]) -> list[Path]:
+    """``pip download`` of one requirement for the target; the wheels it added (or had already)."""
+    before = set(wheelhouse.glob("*.whl"))
+    spec = f"{req.name}{req.specifier}"
+    argv = commands.pip_download(sys.executable, python_version=f"{v.major}.{v.minor}", abi=facts.python.cp_tag,
+                                 platforms=tuple(platform_tags(facts)), dest=str(wheelhouse), spec=spec,
+                                 index_url=index)
+    done = runner.run(argv, timeout=PIP_TIMEOUT)
+    if not done.ok:
+        raise InstallError(f"cannot download {spec} for {facts.python.cp_tag} / "
+                           f"{platform_tags(facts)[0]}: {done.last_line}")
+    return sorted(set(wheelhouse.glob("*.whl")) - before) or sorted(
+        p for p in wheelhouse.glob("*.whl") if canonical(p.name.split("-")[0]) == key)
+
+
+def _download_index(bp: BackendPlan, facts: Facts, wheelhouse: Path, runner: Runner,
+                    say: Callable[[str], None], pinned: tuple[str, ...]) -> list[str]:
+    """The wheels of the plan's index installs, and their dependencies, for the target."""
+    lines: list[str] = []
     env = target_environment(facts)
     v = Version(facts.python.version)
     todo = list(_requirements(bp))
-    seen: set[str] = set()
+    wheels: dict[str, list[Path]] = {}
+    """Downloaded so far: package -> its wheels; a later request with new extras follows only those."""
+    done_extras: set[tuple[str, str]] = set()
     while todo:
         raw, index = todo.pop(0)
         try:
@@ -122,30 +184,22 @@ def download_for_plan(bp: BackendPlan, facts: Facts, wheelhouse: Path, runner: R
         except InvalidRequirement:
             raise InstallError(f"cannot read requirement {raw!r} of {bp.name}") from None
         key = canonical(req.name)
-        if key in seen or key in pinned:
+        extras = [e for e in sorted(req.extras | {""}) if (key, e) not in done_extras]
+        if key in pinned or not extras:
             continue
-        seen.add(key)
-        before = set(wheelhouse.glob("*.whl"))
-        spec = f"{req.name}{req.specifier}"
-        argv = commands.pip_download(sys.executable, python_version=f"{v.major}.{v.minor}", abi=facts.python.cp_tag,
-                                     platforms=tuple(platform_tags(facts)), dest=str(wheelhouse), spec=spec,
-                                     index_url=index)
-        done = runner.run(argv, timeout=PIP_TIMEOUT)
-        if not done.ok:
-            raise InstallError(f"cannot download {spec} for {facts.python.cp_tag} / "
-                               f"{platform_tags(facts)[0]}: {done.last_line}")
-        new = sorted(set(wheelhouse.glob("*.whl")) - before) or sorted(
-            p for p in wheelhouse.glob("*.whl") if canonical(p.name.split("-")[0]) == key)
-        for wheel in new:
-            lines.append(f"{bp.name}: {wheel.name}")
-            say(f"  got {wheel.name}")
+        done_extras.update((key, e) for e in extras)
+        if key not in wheels:
+            wheels[key] = _pip_download(req, key, facts, v, wheelhouse, runner, index)
+            for wheel in wheels[key]:
+                lines.append(f"{bp.name}: {wheel.name}")
+                say(f"  got {wheel.name}")
+        for wheel in wheels[key]:
             for dep in _metadata_requires(wheel):
                 try:
                     d = Requirement(dep)
                 except InvalidRequirement:
                     continue
-                extra_env = [dict(env, extra=e) for e in (req.extras or {""})]
-                if d.marker is not None and not any(d.marker.evaluate(e) for e in extra_env):
+                if d.marker is not None and not any(d.marker.evaluate(dict(env, extra=e)) for e in extras):
                     continue
                 if canonical(d.name) in pinned or _already_fits(d, facts):
                     continue

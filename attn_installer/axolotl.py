@@ -10,7 +10,7 @@ from attn_installer.facts import Facts
 from attn_installer.matrix import Matrix
 from attn_installer.matrix.model import Backend
 
-__all__ = ["axolotl_version", "bf16", "make_config", "run_time_swap"]
+__all__ = ["axolotl_version", "bf16", "hub_value", "make_config", "run_time_swap"]
 
 
 def bf16(facts: Facts) -> Optional[bool]:
@@ -25,16 +25,38 @@ def axolotl_version(facts: Facts, requested: Optional[str]) -> Optional[Version]
     return Version(v) if v else None
 
 
-def make_config(b: Backend, facts: Facts, matrix: Matrix, workload: str, requested_axolotl: Optional[str]
+def hub_value(repo: str, version: int, facts: Facts, matrix: Matrix, requested_axolotl: Optional[str],
+              revision: Optional[str] = None) -> tuple[str, bool, list[str]]:
+    """How this axolotl names a hub kernel in ``attn_implementation``: (value, packing allowed,
+    warnings). The revision (the commit installed, else the version branch) where axolotl reads one."""
+    hp = matrix.hub_paths
+    ver = axolotl_version(facts, requested_axolotl)
+    warnings: list[str] = []
+    if ver is not None and ver < hp.accepted_from:
+        warnings.append(f"axolotl {ver} cannot take a hub kernel as attn_implementation; upgrade axolotl to "
+                        f">= {hp.accepted_from} (matrices/axolotl.toml [hub_paths])")
+    pinned = ver is None or ver >= hp.revision_from
+    value = f"{repo}@{revision or f'v{version}'}" if pinned else repo
+    spec = hp.packing.get(repo)
+    packing = spec is not None and (ver is None or spec.contains(ver, prereleases=True))
+    return value, packing, warnings
+
+
+def make_config(b: Backend, facts: Facts, matrix: Matrix, workload: str, requested_axolotl: Optional[str],
+                impl: Optional[str] = None, packing: Optional[bool] = None
                 ) -> tuple[dict[str, Any], list[str], list[str]]:
-    """axolotl keys for backend *b*: (config, yaml comments, warnings)."""
+    """axolotl keys for backend *b*: (config, yaml comments, warnings). ``impl`` / ``packing``: the
+    value and packing of the route planned, where it is not the backend's own (a hub kernel)."""
     cfg: dict[str, Any] = {}
     comments: list[str] = []
     warnings: list[str] = []
     ver = axolotl_version(facts, requested_axolotl)
-    impl = b.attn_implementation
+    impl = impl or b.attn_implementation
+    packing = b.packing if packing is None else packing
     keys = matrix.axolotl_keys
-    if ver is None or ver >= keys.one_key_from:
+    if "/" in impl:  # a hub kernel path: axolotl passes it through to transformers unchecked
+        cfg["attn_implementation"] = impl
+    elif ver is None or ver >= keys.one_key_from:
         rows = [r for r in matrix.attn_impl_values if ver is None or r.axolotl.contains(ver, prereleases=True)]
         row = rows[-1] if rows else None
         cfg["attn_implementation"] = impl
@@ -56,7 +78,7 @@ def make_config(b: Backend, facts: Facts, matrix: Matrix, workload: str, request
     if half is not None:
         cfg["bf16"] = half
         cfg["fp16"] = not half
-    if b.packing and workload != "inference":
+    if packing and workload != "inference":
         cfg["sample_packing"] = True
         cfg["pad_to_sequence_len"] = True
     cfg.update(b.config)

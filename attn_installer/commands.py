@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 __all__ = [
-    "Command", "Pins", "PipInstall", "PipWheel", "pip_download", "pip_preview", "pip_restore",
+    "Command", "Pins", "PipInstall", "PipWheel", "TargetProgram", "pip_download", "pip_preview", "pip_restore",
     "pip_uninstall", "render",
 ]
 
@@ -88,12 +88,25 @@ class Command:
     creates: Optional[str] = None
 
 
-def render(action: Union[PipInstall, PipWheel, Command]) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class TargetProgram:
+    """One of attn-install's programs (attn_installer/target/) run in the target's Python."""
+
+    python: str
+    module: str
+    args: tuple[str, ...] = ()
+
+
+def render(action: Union[PipInstall, PipWheel, Command, TargetProgram]) -> tuple[str, ...]:
     if isinstance(action, PipInstall):
         return (*action._head(), *action._options())
     if isinstance(action, PipWheel):
         return (action.python, "-m", "pip", "wheel", "--verbose", "--no-build-isolation", "--no-deps", *QUIET,
                 "--wheel-dir", action.wheel_dir, action.source)
+    if isinstance(action, TargetProgram):
+        from attn_installer import target  # noqa: PLC0415
+
+        return target.argv(action.python, action.module, *action.args)
     return action.argv
 
 

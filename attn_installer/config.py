@@ -22,6 +22,7 @@ def render_yaml(config: Mapping[str, Any], comments: Sequence[str], header: Sequ
 
     yaml = YAML()
     yaml.default_flow_style = False
+    yaml.width = 4096  # a hub kernel path with its commit stays on one line
     buf = io.StringIO()
     yaml.dump(dict(config), buf)
     lines = [f"# {h}" for h in header] + [f"# {c}" for c in comments]

@@ -136,6 +136,15 @@ class TorchInfo:
 
 
 @dataclass(frozen=True)
+class HubReach:
+    """Whether the Hugging Face Hub answered (probe/hub.py), where transformers could fetch from it."""
+
+    endpoint: str
+    reachable: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class Facts:
     host: Host
     python: PythonInfo
@@ -148,6 +157,8 @@ class Facts:
     """Which source gave each fact (``gpus`` -> ``nvml``), for support tickets."""
     notes: tuple[str, ...] = ()
     """What the probe could not read, and why."""
+    hub: Optional[HubReach] = None
+    """Asked only where transformers >= 5 and kernels are installed (see probe/hub.py)."""
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,6 +226,8 @@ class Facts:
             "packages": dict(sorted(self.packages.items())),
             "sources": dict(sorted(self.sources.items())),
             "notes": list(self.notes),
+            **({"hub": {"endpoint": self.hub.endpoint, "reachable": self.hub.reachable, "detail": self.hub.detail}}
+               if self.hub is not None else {}),
         }
 
     def to_json(self) -> str:

@@ -21,6 +21,7 @@ from attn_installer.facts import (
     Facts,
     Gpu,
     Host,
+    HubReach,
     PythonInfo,
     Toolkit,
     TorchInfo,
@@ -144,7 +145,19 @@ class Reader:
             packages=packages,
             sources={str(k): str(v) for k, v in self.obj(sources, "sources").items()},
             notes=tuple(str(n) for n in notes) if isinstance(notes, list) else (),
+            hub=self.hub(top.get("hub")),
         )
+
+    def hub(self, data: Any) -> Optional[HubReach]:
+        if data is None:
+            return None
+        d = self.obj(data, "hub")
+        endpoint = self.string(self.req(d, "endpoint", "hub"), "hub.endpoint")
+        if not endpoint or not endpoint.startswith(("http://", "https://")):
+            raise self.fail("hub.endpoint", f"'{endpoint}' is not an http(s) URL")
+        reachable = self.boolean(self.req(d, "reachable", "hub"), "hub.reachable")
+        detail = self.string(d.get("detail", ""), "hub.detail") or ""
+        return HubReach(endpoint, bool(reachable), detail)
 
     def host(self, data: Any) -> Host:
         d = self.obj(data, "host")

@@ -74,7 +74,35 @@ def resolve(facts: Facts, matrix: Matrix, request: Request) -> Resolution:
         if c.partial_gpus:
             keep = ",".join(str(i) for i in c.partial_gpus)
             warnings.append(f"{c.backend.name} fits GPU {keep} only; set CUDA_VISIBLE_DEVICES={keep} to use it there")
+    warnings.extend(hub_fallback_warnings(facts, matrix))
     return Resolution(cands, tuple(blockers), tuple(warnings))
+
+
+def hub_fallback_warnings(facts: Facts, matrix: Matrix) -> list[str]:
+    """transformers >= 5 with `kernels` installed loads a hub kernel at model load for a
+    FlashAttention name whose package is missing: say which, and whether this node reaches the Hub."""
+    tv = facts.packages.get("transformers")
+    if tv is None or "kernels" not in facts.packages:
+        return []
+    try:
+        version = Version(tv)
+    except InvalidVersion:
+        return []
+    falls = [f for f in matrix.hub_fallbacks
+             if f.transformers.contains(version, prereleases=True) and f.distribution not in facts.packages]
+    if not falls:
+        return []
+    names = ", ".join(f"{f.attn_implementation} -> {f.repo}" for f in falls)
+    hub = facts.hub
+    if hub is None:
+        reach = "whether this node reaches the Hub was not checked"
+    elif hub.reachable:
+        reach = f"this node reaches {hub.endpoint} ({hub.detail}), so it downloads there"
+    else:
+        reach = (f"this node does NOT reach {hub.endpoint} ({hub.detail}): such a run fails at model load; "
+                 "install the backend (or its hub kernel, which attn-install caches for offline use) first")
+    return [f"transformers {tv} with kernels {facts.packages['kernels']} and no package for it loads a hub kernel "
+            f"at model load for {names} (matrices/routes.toml [[hub_fallback]]); {reach}"]
 
 
 # --------------------------------------------------------------------------- arch coverage

@@ -17,13 +17,13 @@ from packaging.version import Version
 from attn_installer.archs import covered_by
 from attn_installer.facts import Facts
 from attn_installer.matrix import Matrix
-from attn_installer.matrix.model import Backend, FlashAttnRelease, IndexWheel, SourceBuild
+from attn_installer.matrix.model import Backend, FlashAttnRelease, HubKernel, IndexWheel, SourceBuild
 from attn_installer.request import Request
 from attn_installer.words import ROUTE_METHOD, Method, RouteKind
 
 __all__ = [
     "BuildResources", "IndexChoice", "Route", "SourceChoice", "WheelChoice", "build_archs", "build_resources",
-    "find_farm_wheel", "find_flash_attn_wheel", "find_index_wheel", "find_route", "route_minutes",
+    "find_farm_wheel", "find_flash_attn_wheel", "find_hub_kernel", "find_index_wheel", "find_route", "route_minutes",
 ]
 
 
@@ -72,6 +72,8 @@ class Route:
     wheel: Optional[WheelChoice] = None
     """release_asset / wheel_farm: the file to download."""
     index: Optional[IndexChoice] = None
+    hub: Optional[HubKernel] = None
+    """hub_kernel: the repository and version to fetch."""
     source: Optional[SourceChoice] = None
     installed_version: Optional[str] = None
 
@@ -124,6 +126,13 @@ def find_route(kind: str, b: Backend, facts: Facts, matrix: Matrix, request: Req
                                    "check decides) matches torch " + tv, wheel=wheel)
     if kind == "pypi":
         return Route("pypi", f"{b.distribution} from PyPI")
+    if kind == "hub_kernel":
+        hub, why = find_hub_kernel(b, facts, matrix)
+        if hub is None:
+            return Miss("no hub kernel: " + "; ".join(why[:2]))
+        return Route("hub_kernel", f"hub kernel {hub.repo} v{hub.version} serves torch {hub.torch} with CUDA "
+                                   f"{hub.cuda} on {', '.join(hub.archs)} (matrices/routes.toml; loaded by the "
+                                   "`kernels` package, fetched into the Hub cache for offline use)", hub=hub)
     if kind == "source":
         sb = matrix.source_for(b.name)
         assert sb is not None  # the loader checks every source route has a row
@@ -274,6 +283,32 @@ def find_farm_wheel(b: Backend, facts: Facts, matrix: Matrix) -> tuple[Optional[
         file = template.format(version=row.version, cuda=row.cuda, torch=row.torch, py=py, machine=machine)
         return WheelChoice(file, matrix.farm_url.format(tag=row.tags[py], file=file), str(row.version), None), []
     return None, [f"none for Python {facts.python.cp_tag}"]
+
+
+def find_hub_kernel(b: Backend, facts: Facts, matrix: Matrix) -> tuple[Optional[HubKernel], list[str]]:
+    """The Hub kernel of *b* whose builds serve this torch, its CUDA, the machine and every GPU."""
+    t = facts.torch
+    if t is None or t.cuda is None:
+        return None, ["no CUDA build of torch"]
+    if facts.host.os != "linux":
+        return None, [f"the hub kernels attn-install knows are Linux builds (this is {facts.host.os})"]
+    rows = [r for r in matrix.hub_kernels if r.backend == b.name]
+    if not rows:
+        return None, [f"no hub kernel of {b.name} in matrices/routes.toml"]
+    why: list[str] = []
+    for row in rows:
+        if not row.torch.contains(t.release, prereleases=True):
+            why.append(f"{row.repo} v{row.version} serves torch {row.torch}, not {t.release}")
+        elif not row.cuda.contains(t.cuda, prereleases=True):
+            why.append(f"{row.repo} v{row.version} is built for CUDA {row.cuda}, torch has {t.cuda}")
+        elif facts.host.machine not in row.machine:
+            why.append(f"{row.repo} has no {facts.host.machine} builds")
+        elif any(g.vendor == "nvidia" and not covered_by(g.arch, row.archs) for g in facts.gpus):
+            bad = next(g for g in facts.gpus if g.vendor == "nvidia" and not covered_by(g.arch, row.archs))
+            why.append(f"{row.repo} has kernels for {', '.join(row.archs)}, not {bad.arch}")
+        else:
+            return row, []
+    return None, why
 
 
 # --------------------------------------------------------------------------- source builds

@@ -81,10 +81,15 @@ def parse_verify_output(backend: str, stdout: str, stderr: str, returncode: int,
 
 
 def verify_backend(runner: Runner, python: str, b: Backend, *, dtype: str = "bf16", head_dim: int = 128,
-                   timeout: float = VERIFY_TIMEOUT, env: Optional[Mapping[str, str]] = None) -> VerifyResult:
+                   timeout: float = VERIFY_TIMEOUT, env: Optional[Mapping[str, str]] = None,
+                   hub: Optional[str] = None) -> VerifyResult:
     """Run the check in a fresh ``python -I`` from an empty temporary directory; the output passes
-    within the backend's tolerance (its matrix row: relative error and cosine)."""
-    config = {"backend": b.name, "call": call_table(b), "dtype": dtype, "cases": cases(b, head_dim),
+    within the backend's tolerance (its matrix row: relative error and cosine). ``hub``: the backend
+    is the Hub kernel ``repo@revision``, loaded with the `kernels` package instead of its module."""
+    call = call_table(b)
+    if hub is not None:
+        call = {**call, "module": f"hub:{hub}"}
+    config = {"backend": b.name, "call": call, "dtype": dtype, "cases": cases(b, head_dim),
               "rel_tol": b.verify_rel_tol, "min_cosine": b.verify_min_cosine}
     with tempfile.TemporaryDirectory(prefix="attn-install-verify-") as tmp:
         done = runner.run(target.argv(python, "attn_verify", json.dumps(config)), timeout=timeout, env=env,

@@ -118,10 +118,9 @@ def freeze(w) -> str:
                           check=True).stdout
 
 
-@pytest.fixture(scope="session")
-def deps_house(tmp_path_factory):
-    """attn-install's own dependencies, and what building it needs (hatchling, editables), as wheels
-    repacked from this environment (no network)."""
+def repack_closure(roots: list[str], house: Path, skip: tuple[str, ...] = ()) -> Path:
+    """*roots* and every distribution they need (markers of this interpreter), repacked as wheels
+    from this environment into *house*, so a venv installs them from loopback (no network)."""
     import importlib.metadata as md
 
     from packaging.requirements import Requirement
@@ -129,18 +128,35 @@ def deps_house(tmp_path_factory):
     from attn_installer.install.backup import repack
     from attn_installer.runner import SubprocessRunner
 
-    house = tmp_path_factory.mktemp("deps")
-    todo, seen = ["attn-install", "hatchling", "editables"], set()
+    todo: list[tuple[str, frozenset[str]]] = [(r, frozenset()) for r in roots]
+    seen: set[tuple[str, str]] = {(s, "") for s in skip}
+    packed: set[str] = set(skip)
     while todo:
-        name = todo.pop()
+        name, extras = todo.pop()
         key = name.lower().replace("_", "-")
-        if key in seen:
+        wanted = {e for e in (extras | {""}) if (key, e) not in seen}
+        if not wanted:
             continue
-        seen.add(key)
+        seen.update((key, e) for e in wanted)
         for raw in md.requires(name) or ():
             req = Requirement(raw)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
-        if key != "attn-install":
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in wanted):
+                todo.append((req.name, frozenset(req.extras)))
+        if key != "attn-install" and key not in packed:
+            packed.add(key)
             repack(SubprocessRunner(), sys.executable, name, house)
     return house
+
+
+@pytest.fixture(scope="session")
+def deps_house(tmp_path_factory):
+    """attn-install's own dependencies, and what building it needs (hatchling, editables), as wheels
+    repacked from this environment (no network)."""
+    return repack_closure(["attn-install", "hatchling", "editables"], tmp_path_factory.mktemp("deps"))
+
+
+@pytest.fixture(scope="session")
+def hub_house(tmp_path_factory):
+    """The `kernels` package and what it needs, repacked from this environment."""
+    pytest.importorskip("kernels")
+    return repack_closure(["kernels"], tmp_path_factory.mktemp("hubdeps"))

@@ -46,8 +46,11 @@ def build_wheel(outdir: Path, name: str, version: str, files: dict[str, str],
 def stand_in_torch(outdir: Path, version: str = "2.8.0+cu126", cuda: Optional[str] = "12.6") -> Path:
     """A torch that probes and imports like the real one on a machine without a usable GPU."""
     return build_wheel(outdir, "torch", version, {
-        "torch/__init__.py": (f"__version__ = {version!r}\n"
-                              "class cuda:\n    @staticmethod\n    def is_available():\n        return False\n"),
+        "torch/__init__.py": (f"__version__ = {version!r}\nfrom . import version\n"
+                              "class cuda:\n    @staticmethod\n    def is_available():\n        return False\n"
+                              "class backends:\n    class mps:\n        @staticmethod\n"
+                              "        def is_available():\n            return False\n"
+                              "def compiled_with_cxx11_abi():\n    return True\n"),
         "torch/version.py": f"__version__ = {version!r}\ncuda = {cuda!r}\nhip = None\n",
         "torch/share/cmake/Torch/TorchConfig.cmake": 'set(TORCH_CXX_FLAGS "-D_GLIBCXX_USE_CXX11_ABI=1")\n',
     })

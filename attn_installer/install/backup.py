@@ -47,6 +47,35 @@ class Rollback:
         self.offline = offline
         self.same_version: dict[str, Path] = {}
         """Packages replaced by another build of the same version (a rebuilt wheel): their backups."""
+        self.created: list[Path] = []
+        """Files and folders a step made outside the environment (a hub kernel in the Hub cache)."""
+        self.replaced: dict[Path, str] = {}
+        """Files a step rewrote there, with their text before."""
+
+    def files_written(self, created: list[str], replaced: Mapping[str, str]) -> None:
+        """Record what a step wrote outside the environment, for the rollback."""
+        self.created += [Path(p) for p in created]
+        for path, text in replaced.items():
+            self.replaced.setdefault(Path(path), text)
+
+    def _restore_files(self) -> list[str]:
+        """Remove what was created, put back what was rewritten; what could not be undone."""
+        failed = []
+        for p in sorted(self.created, key=lambda x: len(x.parts), reverse=True):
+            try:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
+            except OSError as e:
+                failed.append(f"{p} ({e.strerror})")
+        for p, text in self.replaced.items():
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(text)
+            except OSError as e:
+                failed.append(f"{p} ({e.strerror})")
+        return failed
 
     def back_up(self, current: EnvState, would: list[tuple[str, str]]) -> None:
         """Repack every installed distribution the step would replace."""
@@ -89,8 +118,11 @@ class Rollback:
         rebuilt = {n: w for n, w in self.same_version.items()
                    if n not in changes and before.packages.get(n) is not None}
         done: dict[str, Any] = {"uninstalled": added, "restored": [], "not_restored": []}
+        if self.created or self.replaced:
+            done["files_removed"] = [str(p) for p in self.created]
+            done["not_restored"] += self._restore_files()
         if not changes and not rebuilt:
-            done["exact"] = True
+            done["exact"] = not done["not_restored"]
             return done
         back = [f"{n} {v}" for n, v in replaced.items()] + [
             f"{n} {before.packages[n]} (the build that was there)" for n in rebuilt]
@@ -129,7 +161,7 @@ def rollback_state(rb: Mapping[str, Any]) -> str:
     import json  # noqa: PLC0415
 
     if rb.get("exact"):
-        if not rb.get("uninstalled") and not rb.get("restored"):
+        if not rb.get("uninstalled") and not rb.get("restored") and not rb.get("files_removed"):
             return "nothing was changed"
         return "the environment was restored exactly as before"
     return ("the environment could NOT be fully restored; differences from before: "

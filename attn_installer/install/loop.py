@@ -35,7 +35,7 @@ from attn_installer.install.lock import EnvLock
 from attn_installer.install.progress import Progress, mmss
 from attn_installer.matrix import Matrix
 from attn_installer.paths import Paths
-from attn_installer.plan.model import BackendPlan, Step
+from attn_installer.plan.model import BackendPlan, Step, TargetProgram
 from attn_installer.runner import Completed, Runner
 from attn_installer.verify import VerifyResult, verify_backend
 
@@ -109,6 +109,11 @@ class Outcome:
     built: bool = False
     """A build-only run: the wheel was built, nothing was installed."""
     route: Optional[str] = None
+    hub: Optional[dict[str, Any]] = None
+    """A hub kernel fetched: repo, version, revision (the commit), variant, path, cache."""
+    impl: Optional[str] = None
+    """attn_implementation of the route installed (a hub kernel path for hub_kernel)."""
+    packing: Optional[bool] = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     """Every route tried for this backend, in order, with how it ended."""
 
@@ -117,7 +122,7 @@ class Outcome:
                 "verify": None if self.verify is None else {"status": self.verify.status, "detail": self.verify.detail}}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"route": self.route, "attempts": self.attempts,
+        return {"route": self.route, "attempts": self.attempts, "hub": self.hub,
             "backend": self.backend, "ok": self.ok, "state": self.state, "message": self.message,
             "hint": self.hint or None, "steps": [s.to_dict() for s in self.steps],
             "verify": None if self.verify is None else self.verify.to_dict(),
@@ -261,6 +266,9 @@ class _Loop:
                 self.rollback.back_up(current, would)
             done = self._run(step)
             rec.returncode, rec.seconds = done.returncode, done.seconds
+            if isinstance(step.action, TargetProgram) and step.action.module == "attn_hubfetch":
+                self._hub_fetched(step, done, rec)
+                continue
             if not done.ok:
                 rec.status = "failed"
                 raise self._failure(step, done, current)
@@ -290,6 +298,24 @@ class _Loop:
             current = self._state()
         return current
 
+    def _hub_fetched(self, step: Step, done: Completed, rec: StepRecord) -> None:
+        """The hub kernel's fetch: what it wrote (for the rollback), the commit and the variant."""
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+        try:
+            data = json.loads(lines[-1])
+        except (IndexError, ValueError):
+            rec.status = "failed"
+            raise _Failed(f"{step.description}: failed (exit {done.returncode}) without a result:\n"
+                          + _tail(done.output)) from None
+        self.rollback.files_written(list(data.get("created", [])), dict(data.get("replaced", {})))
+        if not done.ok or "error" in data:
+            rec.status = "failed"
+            hint = find_hint(str(data.get("error", "")), self.svc.matrix, {})
+            raise _Failed(f"{step.description}: {data.get('error', f'exit {done.returncode}')}", hint)
+        rec.status = "ok"
+        self.out.hub = {k: data.get(k) for k in ("repo", "version", "revision", "variant", "path", "cache")}
+        self.say(f"  {data['repo']} v{data['version']} = {str(data['revision'])[:12]}, variant {data['variant']}")
+
     def _shadowed(self, before: EnvState) -> list[str]:
         """Installed distributions whose files this backend's wheel overwrites (FA2 ships an old
         flash_attn/cute, FA4's package): backed up now, reinstalled after the steps, verified."""
@@ -305,9 +331,13 @@ class _Loop:
         self.say(f"verifying {bp.name} (forward + backward against fp32 attention) ...")
         import os  # noqa: PLC0415
 
+        env = {**os.environ, **bp.runtime_env} if bp.runtime_env else None
+        hub = self.out.hub
+        if hub is not None:  # the kernel as an offline node loads it: from the cache, by its commit
+            env = {**(env or os.environ), "HF_HUB_OFFLINE": "1", "KERNELS_CACHE": str(hub["cache"])}
         res = verify_backend(self.svc.runner, opts.python, self.svc.matrix.backend(bp.name), dtype=opts.dtype,
-                             head_dim=opts.head_dim,
-                             env={**os.environ, **bp.runtime_env} if bp.runtime_env else None)
+                             head_dim=opts.head_dim, env=env,
+                             hub=f"{hub['repo']}@{hub['revision']}" if hub is not None else None)
         self.out.verify = res
         if not res.ok:
             raise _Failed(f"verification of {bp.name} failed: {res.detail}", find_hint(res.detail, self.svc.matrix, {}))

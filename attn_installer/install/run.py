@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
@@ -162,6 +162,25 @@ def _chosen(req: InstallRequest, plan: Plan) -> list[BackendPlan]:
     return plans
 
 
+def _config_as_installed(plan: Plan, outcomes: list[Outcome], facts: Facts, matrix: Matrix,
+                         req: InstallRequest) -> Plan:
+    """The plan's config for the route that was installed (a later route can be a hub kernel, named
+    by its path and pinned to the commit fetched), not the one first planned."""
+    from attn_installer.axolotl import hub_value, make_config  # noqa: PLC0415
+
+    out = next((o for o in outcomes if o.backend == plan.recommended and o.ok), None)
+    if out is None or out.impl is None:
+        return plan
+    impl, packing = out.impl, bool(out.packing)
+    if out.hub is not None:
+        impl, packing, _ = hub_value(str(out.hub["repo"]), int(out.hub["version"]), facts, matrix,
+                                     req.request.axolotl_version, revision=str(out.hub["revision"]))
+    assert plan.recommended is not None
+    config, comments, _ = make_config(matrix.backend(plan.recommended), facts, matrix, plan.workload,
+                                      req.request.axolotl_version, impl=impl, packing=packing)
+    return replace(plan, config=config, config_comments=tuple(comments))
+
+
 def _route_allowed(bp: BackendPlan, req: InstallRequest) -> bool:
     """A source build is tried only when asked for (--allow-source, a named backend, build)."""
     return bp.method != "source" or req.request.allow_source or bool(req.names) or req.build_only
@@ -191,6 +210,7 @@ def _walk_routes(bp: BackendPlan, req: InstallRequest, host: Host, svc: Services
             out.attempts = [a.summary() for a in attempts]
             return out, e
         done.route = cand.route
+        done.impl, done.packing = cand.attn_implementation, cand.packing
         done.attempts = [a.summary() for a in attempts] + [done.summary()]
         return done, None
     raise AssertionError("no route was tried")  # pragma: no cover - candidates is never empty
@@ -244,6 +264,7 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
     config_written = None
     ok = failure is None and len(outcomes) == len(plans)
     if ok and req.auto and req.output is not None and plan.recommended:
+        plan = _config_as_installed(plan, outcomes, facts, host.matrix(), req)
         write_config(host, plan, req.output, version)
         config_written = str(req.output)
     if req.report_file is not None:

@@ -78,6 +78,31 @@ def _versions_map(v: Any) -> dict[str, Any]:
     return out
 
 
+_HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _hub_repo(v: Any) -> str:
+    out = c.string_(v)
+    if not _HUB_REPO.match(out):
+        raise c.Bad(f"{out!r} is not a Hub repository id like org/name")
+    return out
+
+
+def _sm_list(v: Any) -> tuple[str, ...]:
+    out = c.strings(v)
+    bad = [a for a in out if not _ARCH.match(a)]
+    if bad:
+        raise c.Bad(f"{bad[0]!r} is not an arch like sm_90")
+    return out
+
+
+def _spec_map(v: Any) -> dict[str, Any]:
+    out = {}
+    for k, val in c.str_map(v).items():
+        out[_hub_repo(k)] = c.spec(val)
+    return out
+
+
 def _digit_keys(v: Any) -> dict[str, str]:
     out = c.str_map(v)
     if not all(k.isdigit() for k in out):
@@ -156,6 +181,10 @@ _OVERRIDES: dict[tuple[str, str], c.Check] = {
     ("Explain", "pattern"): c.regex,
     ("RankRow", "vendor"): c.one_of(("nvidia", "amd", "none")),
     ("RouteKindRow", "kind"): c.one_of(ROUTE_KINDS),
+    ("HubKernel", "repo"): _hub_repo,
+    ("HubFallback", "repo"): _hub_repo,
+    ("HubKernel", "archs"): _sm_list,
+    ("HubPaths", "packing"): _spec_map,
     ("Hint", "hint"): c.template(("max_jobs_half",)),
     ("TorchBuild", "machine"): c.subset(("x86_64", "aarch64")),
     ("TorchRelease", "cuda"): lambda v: _flavours(v, "cu"),
@@ -341,6 +370,11 @@ def _load_cached(directory: Path) -> Matrix:
         "index_wheels": tuple(f.rows("routes.toml", "index_wheel", m.IndexWheel, "backend")),
         "farm_wheels": tuple(f.rows("routes.toml", "farm_wheel", m.FarmWheel, "backend")),
         "farm_url": f.top("routes.toml", "farm_url", c.template(("tag", "file")), ""),
+        "hub_kernels": tuple(f.rows("routes.toml", "hub_kernel", m.HubKernel, "repo")),
+        "hub_fallbacks": tuple(f.rows("routes.toml", "hub_fallback", m.HubFallback, "repo")),
+        "hub_runtime": f.top("routes.toml", "hub_runtime", c.string_, ""),
+        "hub_runtime_source": f.top("routes.toml", "hub_runtime_source", c.string_, ""),
+        "hub_paths": f.single("axolotl.toml", "hub_paths", m.HubPaths),
         "farm_files": f.top("routes.toml", "farm_files", lambda v: {
             k: c.template(("version", "cuda", "torch", "py", "machine"))(x) for k, x in c.str_map(v).items()}, {}),
         "sources": tuple(sources),
@@ -379,7 +413,7 @@ def _cross_checks(f: _Files, backends: list[Backend], sources: list[m.SourceBuil
     for name in fields["bench_order"]:
         if known and name not in known:
             errs.add(str(d / "backends.toml"), f"top-level 'bench' names unknown backend {name!r}")
-    for w in (*fields["index_wheels"], *fields["farm_wheels"]):
+    for w in (*fields["index_wheels"], *fields["farm_wheels"], *fields["hub_kernels"]):
         if known and w.backend not in known:
             errs.add(str(d / "routes.toml"), f"a wheel row names unknown backend {w.backend!r}")
     for name in fields["farm_files"]:

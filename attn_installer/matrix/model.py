@@ -215,6 +215,41 @@ class FarmWheel:
 
 
 @dataclass(frozen=True)
+class HubKernel:
+    """A kernel on the Hugging Face Hub (matrices/routes.toml [[hub_kernel]])."""
+
+    backend: str
+    repo: str
+    version: int
+    torch: SpecifierSet
+    cuda: SpecifierSet
+    archs: tuple[str, ...]
+    machine: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class HubFallback:
+    """The hub kernel transformers loads for an attention name whose package is missing."""
+
+    attn_implementation: str
+    distribution: str
+    repo: str
+    transformers: SpecifierSet
+    source: str
+
+
+@dataclass(frozen=True)
+class HubPaths:
+    """How axolotl takes a hub kernel path (matrices/axolotl.toml [hub_paths])."""
+
+    accepted_from: Version
+    revision_from: Version
+    packing: Mapping[str, SpecifierSet]
+    source: str
+
+
+@dataclass(frozen=True)
 class Prepare:
     """A command run in the checkout before the build ({src}, {cuda_home} filled in)."""
 
@@ -399,6 +434,11 @@ class Matrix:
     index_wheels: tuple[IndexWheel, ...]
     farm_wheels: tuple[FarmWheel, ...]
     farm_url: str
+    hub_kernels: tuple[HubKernel, ...]
+    hub_fallbacks: tuple[HubFallback, ...]
+    hub_runtime: str
+    hub_runtime_source: str
+    hub_paths: HubPaths
     farm_files: Mapping[str, str]
     sources: tuple[SourceBuild, ...]
     build: BuildDefaults

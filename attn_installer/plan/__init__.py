@@ -10,7 +10,7 @@ import math
 from dataclasses import replace
 from typing import Any, Optional
 
-from attn_installer.axolotl import make_config
+from attn_installer.axolotl import hub_value, make_config
 from attn_installer.errors import UsageError
 from attn_installer.facts import Facts
 from attn_installer.matrix import Matrix
@@ -49,18 +49,24 @@ def _route_plan(c: Candidate, route: Optional[Route], facts: Facts, matrix: Matr
     if route is not None and route.wheel is not None:
         download = {"url": route.wheel.url, "filename": route.wheel.filename, "sha256": route.wheel.sha256}
     source = route.source if route is not None else None
+    impl, packing, hub = b.attn_implementation, b.packing, None
+    warnings = c.warnings
+    if route is not None and route.hub is not None:
+        impl, packing, said = hub_value(route.hub.repo, route.hub.version, facts, matrix, request.axolotl_version)
+        hub = {"repo": route.hub.repo, "version": route.hub.version}
+        warnings = (*warnings, *said)
     return BackendPlan(
-        name=b.name, title=b.title, attn_implementation=b.attn_implementation, viable=c.viable,
-        reasons=c.reasons, method=route.method if route is not None else None, steps=rec.steps, warnings=c.warnings,
+        name=b.name, title=b.title, attn_implementation=impl, viable=c.viable,
+        reasons=c.reasons, method=route.method if route is not None else None, steps=rec.steps, warnings=warnings,
         estimate_minutes=route_minutes(route, matrix, rec.units * rec.archs) if route is not None else None,
         installed_version=route.installed_version if route is not None else None, distribution=b.distribution,
-        import_name=b.import_name, packing=b.packing, runtime_env=dict(b.runtime_env), download=download,
+        import_name=b.import_name, packing=packing, runtime_env=dict(b.runtime_env), download=download,
         wheel_cache=rec.wheel_cache, key=rec.key, compile_units=rec.units,
         source_dir=source.checkout if source is not None else None, checkout=rec.checkout,
         disk_gb=source.build.disk_gb if source is not None else 0.0,
         verify_rel_tol=b.verify_rel_tol, verify_min_cosine=b.verify_min_cosine,
         route=route.kind if route is not None else None, route_reason=route.reason if route is not None else "",
-        shadows=b.shadows)
+        shadows=b.shadows, hub=hub)
 
 
 def make_plan(res: Resolution, facts: Facts, matrix: Matrix, request: Request, target: Target) -> Plan:
@@ -96,7 +102,9 @@ def make_plan(res: Resolution, facts: Facts, matrix: Matrix, request: Request, t
     dtype = None
     if recommended is not None:
         rb = matrix.backend(recommended)
-        config, comments, cfg_warnings = make_config(rb, facts, matrix, request.workload, request.axolotl_version)
+        chosen = plans[recommended]
+        config, comments, cfg_warnings = make_config(rb, facts, matrix, request.workload, request.axolotl_version,
+                                                     impl=chosen.attn_implementation, packing=chosen.packing)
         warnings.extend(cfg_warnings)
         runtime_env = dict(rb.runtime_env)
         dtype = "bf16" if config.get("bf16") else "fp16" if config.get("fp16") else None

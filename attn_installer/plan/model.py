@@ -16,7 +16,7 @@ from attn_installer import commands
 from attn_installer.resolve import Reason
 from attn_installer.words import StepKind
 
-__all__ = ["BackendPlan", "Command", "FileNeed", "Pins", "PipInstall", "PipWheel", "Plan", "Step"]
+__all__ = ["BackendPlan", "Command", "FileNeed", "Pins", "PipInstall", "PipWheel", "Plan", "Step", "TargetProgram"]
 
 SCHEMA_VERSION = 1
 
@@ -24,7 +24,8 @@ Pins = commands.Pins
 PipInstall = commands.PipInstall
 PipWheel = commands.PipWheel
 Command = commands.Command
-Action = Union[PipInstall, PipWheel, Command]
+TargetProgram = commands.TargetProgram
+Action = Union[PipInstall, PipWheel, Command, TargetProgram]
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ class BackendPlan:
     alternatives: tuple[BackendPlan, ...] = ()
     """The other routes that fit, in order: `install` tries the next when one fails."""
     shadows: tuple[str, ...] = ()
+    hub: Optional[Mapping[str, Any]] = None
+    """hub_kernel route: {"repo", "version"} of the kernel to fetch and verify."""
 
     @property
     def reason_texts(self) -> tuple[str, ...]:
@@ -120,6 +123,7 @@ class BackendPlan:
 
     def _route_dict(self) -> dict[str, Any]:
         return {"kind": self.route, "method": self.method, "reason": self.route_reason,
+                "attn_implementation": self.attn_implementation,
                 "estimate_minutes": self.estimate_minutes, "download": self.download,
                 "steps": [s.to_dict() for s in self.steps]}
 

@@ -19,7 +19,7 @@ from packaging.version import Version
 from attn_installer.facts import Facts
 from attn_installer.matrix import Matrix
 from attn_installer.matrix.model import Backend
-from attn_installer.plan.model import Command, FileNeed, Pins, PipInstall, PipWheel, Step
+from attn_installer.plan.model import Command, FileNeed, Pins, PipInstall, PipWheel, Step, TargetProgram
 from attn_installer.request import Request, Target
 from attn_installer.routes import Route, SourceChoice
 from attn_installer.words import StepKind
@@ -96,9 +96,36 @@ def recipe(route: Route, b: Backend, facts: Facts, matrix: Matrix, request: Requ
         dist = f"{b.distribution}[{extra}]" if extra else b.distribution
         where = "the wheelhouse" if wh else "PyPI"
         return Recipe((ctx.install(f"install {dist} from {where} with torch pinned", (dist,), pre=True),))
+    if route.kind == "hub_kernel" and route.hub is not None:
+        return _hub(ctx, route)
     if route.kind == "source" and route.source is not None:
         return _source(ctx, b, route.source)
     return Recipe(())
+
+
+def _hub(ctx: _Ctx, route: Route) -> Recipe:
+    """The loader (`kernels`) when the target lacks it, then the kernel into the Hub cache."""
+    hub = route.hub
+    assert hub is not None
+    steps: list[Step] = []
+    runtime = ctx.matrix.hub_runtime
+    if runtime and runtime not in ctx.facts.packages:
+        reqs: tuple[str, ...] = (runtime,)
+        ax = ctx.facts.packages.get("axolotl")
+        if ax:  # resolved together, so the loader is one the installed axolotl accepts
+            reqs += (f"axolotl=={ax}",)
+        where = "the wheelhouse" if ctx.target.wheelhouse else "PyPI"
+        steps.append(ctx.install(f"install {runtime} from {where} (the hub kernel loader transformers uses) "
+                                 "with torch pinned", reqs))
+    args: tuple[str, ...] = (hub.repo, str(hub.version))
+    where = f"{hub.repo} v{hub.version} from the Hub"
+    if ctx.target.wheelhouse:
+        args += ("--from", posixpath.join(ctx.target.wheelhouse, "hub"))
+        where = f"{hub.repo} v{hub.version} from the wheelhouse's hub/ folder"
+    steps.append(Step("download", f"fetch {where} into the Hub cache (the build variant kernels picks in this "
+                                  f"environment; refs/v{hub.version} written for offline nodes)",
+                      TargetProgram(ctx.python, "attn_hubfetch", args)))
+    return Recipe(tuple(steps))
 
 
 def _fmt_archs(archs: tuple[str, ...], template: str, families: Mapping[str, str]) -> str:

@@ -74,5 +74,10 @@ def probe_system(
     toolkit = probe_toolkit(env, runner, root=root, rocm=amd.rocm, extra_bin=bin_dir)
     sources["toolkit.nvcc"] = "nvcc --version" if toolkit.nvcc else "none"
 
+    from attn_installer.probe.hub import probe_hub  # noqa: PLC0415
+
+    hub = probe_hub(env, pyenv.packages)
+    if hub is not None:
+        sources["hub"] = f"HEAD {hub.endpoint}" if hub.detail.startswith(("HTTP", "no answer")) else "HF_HUB_OFFLINE"
     return Facts(host=host, python=replace(pyenv.python, chosen=why), gpus=gpus, driver=driver, toolkit=toolkit,
-                 torch=pyenv.torch, packages=pyenv.packages, sources=sources, notes=tuple(notes))
+                 torch=pyenv.torch, packages=pyenv.packages, sources=sources, notes=tuple(notes), hub=hub)

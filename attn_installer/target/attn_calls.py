@@ -15,18 +15,33 @@ adapters in one layout, bshd (batch, seq, heads, head_dim); packed (varlen) inpu
 import importlib
 import math
 
-__all__ = ["Adapter", "NotInstalled", "compare", "cu_seqlens", "doc_ids", "first", "reference"]
+__all__ = ["Adapter", "NotInstalled", "compare", "cu_seqlens", "doc_ids", "first", "import_module", "reference"]
 
 
 class NotInstalled(Exception):
     """The backend's module (or its entry point) is not there."""
 
 
+def import_module(module):
+    """The backend's module. ``hub:org/name@revision``: a Hugging Face Hub kernel, loaded the way
+    transformers loads it, by the `kernels` package (from the cache when HF_HUB_OFFLINE is set)."""
+    if module.startswith("hub:"):
+        repo, _, revision = module[4:].partition("@")
+        try:
+            from kernels import get_kernel
+        except ModuleNotFoundError as e:
+            if e.name == "kernels":
+                raise NotInstalled("no module named kernels (the hub kernel loader)") from None
+            raise
+        return get_kernel(repo, revision=revision or None)
+    return importlib.import_module(module)
+
+
 def load(module, attr):
     """module.attr; NotInstalled when the module itself is absent (a missing dependency *inside*
     an installed backend is an error of that backend, raised as is)."""
     try:
-        mod = importlib.import_module(module)
+        mod = import_module(module)
     except ModuleNotFoundError as e:
         if e.name and (module == e.name or module.startswith(e.name + ".")):
             raise NotInstalled(f"no module named {module}") from None

@@ -18,6 +18,8 @@ import json
 import sys
 import warnings
 
+import attn_calls  # its sibling: the boot line (or `python attn_verify.py`) puts this folder on sys.path
+
 
 def done(out, status, detail, **kw):
     out.update(kw, status=status, detail=detail)
@@ -45,9 +47,10 @@ def import_backend(out, spec):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            mod = __import__(module, fromlist=["_"])
+            mod = attn_calls.import_module(module)
     except Exception as e:
-        done(out, "failed", f"import {module} failed: " + short(e))
+        what = f"loading hub kernel {module[4:]}" if module.startswith("hub:") else f"import {module}"
+        done(out, "failed", f"{what} failed: " + short(e))
         return False, []
     marker = spec.get("extension_warning")
     bad = [str(w.message) for w in caught if marker and marker in str(w.message)]
@@ -137,8 +140,10 @@ def main(argv):
     if not torch.cuda.is_available():
         module = spec.get("module")
         imported = f" (import {module} ok)" if module and not module.startswith("torch") else ""
+        if module and module.startswith("hub:"):
+            imported = f" (hub kernel {module[4:]} loaded from the cache)"
         return done(out, "skipped", "no GPU" + imported)
-    import attn_calls as calls
+    calls = attn_calls
 
     out["torch"] = torch.__version__
     out["gpu"] = torch.cuda.get_device_name(0)

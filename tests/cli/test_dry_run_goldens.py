@@ -1,7 +1,8 @@
 """Golden snapshots of what each command prints, as a user runs it, on a simulated Colab T4
 (recorded nvidia-smi output, a stand-in torch 2.8.0+cu126): the plan table, `install --dry-run`,
 `--auto --dry-run`, `config`. The host line of the facts (CPUs, memory, glibc of the machine
-running the test) and temporary paths are normalised. Rewrite with ``pytest --update-goldens``."""
+running the test), the packages line (what the test environment has) and temporary paths are
+normalised. Rewrite with ``pytest --update-goldens``."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ COMMANDS = {
 def normalise(text: str, tmp: str) -> str:
     text = text.replace(tmp, "<TMP>").replace(sys.executable, "<PYTHON>")
     text = text.replace(platform.python_version(), "<PYVER>")
+    text = re.sub(r"^packages .*$", "packages <normalised>", text, flags=re.M)  # the test env's own
     return re.sub(r"^host .*$", "host     <normalised>", text, flags=re.M)
 
 

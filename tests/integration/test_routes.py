@@ -28,7 +28,8 @@ def h200(world):
     wheel = stand_in_torch(world.wheels, "2.11.0+cu130", "13.0")
     subprocess.run([world.py, "-m", "pip", "install", "-q", "--no-index", "--no-deps", str(wheel)],
                    env=world.env, check=True, capture_output=True)
-    world.env = dict(world.env, FAKE_GPU="h200")
+    # no CUDA toolkit on this node: nothing here may need nvcc
+    world.env = dict(world.env, FAKE_GPU="h200", CUDA_HOME=str(world.tmp / "no-cuda-toolkit"))
     return world
 
 
@@ -50,8 +51,10 @@ def farm_asset(w, fa3: dict, files: dict[str, str]) -> Path:
 
 
 def test_a_machine_without_nvcc_gets_fa3_prebuilt_and_the_walk_skips_a_missing_index_wheel(h200):
+    probe = json.loads(run(h200, "probe", "--json", "--python", h200.py).stdout)
+    assert probe["toolkit"]["nvcc"] is None
     fa3 = fa3_plan(h200)
-    assert [r["kind"] for r in fa3["routes"]] == ["torch_index", "wheel_farm", "source"]
+    assert [r["kind"] for r in fa3["routes"]] == ["torch_index", "wheel_farm", "hub_kernel"]  # no nvcc: no build
     assert fa3["route"] == "torch_index" and fa3["method"] == "pypi"
     assert not any("nvcc" in s for s in fa3["reasons"])  # no compiler needed, none asked for
     asset = farm_asset(h200, fa3, GOOD)

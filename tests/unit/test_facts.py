@@ -19,6 +19,20 @@ def test_round_trip_and_contract(name):
     assert Facts.from_dict(json.loads(json.dumps(d))).to_dict() == d
 
 
+def test_hub_reach_round_trips_and_bad_endpoints_are_named(tmp_path):
+    from dataclasses import replace
+
+    from attn_installer.facts import HubReach
+
+    f = replace(MACHINES["h200_torch211"], hub=HubReach("https://huggingface.co", False, "HF_HUB_OFFLINE is set"))
+    d = f.to_dict()
+    validate(d, "facts.schema.json")
+    assert Facts.from_dict(json.loads(json.dumps(d))) == f
+    d["hub"]["endpoint"] = "file:///etc/passwd"
+    with pytest.raises(FactsError, match=r"hub.endpoint.*not an http\(s\) URL"):
+        Facts.from_dict(d)
+
+
 def test_recorded_h200_probe_matches_contract():
     data = json.loads((FIXTURES / "nvidia/h200-device/probe.json").read_text())
     validate(data, "facts.schema.json")

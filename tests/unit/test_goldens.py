@@ -37,7 +37,13 @@ def snapshot(facts, **request) -> dict:
 
 
 def compare(path: Path, got: dict, update: bool) -> None:
-    text = json.dumps(got, indent=1, sort_keys=True) + "\n"
+    from attn_installer import target
+
+    # the target programs' folder is where this checkout is: the same plan anywhere
+    here = json.dumps(str(target.DIR))[1:-1]
+    text = json.dumps(got, indent=1, sort_keys=True).replace(here, "<attn_installer/target>")
+    got = json.loads(text)
+    text += "\n"
     if update:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

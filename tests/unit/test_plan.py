@@ -108,15 +108,42 @@ def test_h200_torch211_gets_fa3_from_the_pytorch_index_and_fa2_from_the_farm():
     assert (fa3.method, fa3.route) == ("pypi", "torch_index")
     (step,) = fa3.steps
     assert step.argv[-3:] == ("flash-attn-3==3.0.0", "--index-url", "https://download.pytorch.org/whl/cu130")
-    assert [r.route for r in fa3.candidates] == ["torch_index", "wheel_farm", "source"]
+    assert [r.route for r in fa3.candidates] == ["torch_index", "wheel_farm", "hub_kernel", "source"]
     fa2 = p.backend("flash_attention_2")
     assert (fa2.method, fa2.route) == ("wheel", "wheel_farm")  # no official wheel for torch 2.11
     assert fa2.download["url"] == ("https://github.com/mjun0812/flash-attention-prebuild-wheels/releases/download/"
                                    "v0.9.4/flash_attn-2.8.3+cu130torch2.11-cp311-cp311-linux_x86_64.whl")
-    assert [r.route for r in fa2.candidates] == ["wheel_farm", "source"]
+    assert [r.route for r in fa2.candidates] == ["wheel_farm", "hub_kernel", "source"]
     only = plan("h200_torch211", route="wheel_farm").backend("flash_attention_3")
     assert only.route == "wheel_farm" and only.alternatives == ()
-    assert plan("h200_torch211", no_source=True).backend("flash_attention_2").candidates[-1].route == "wheel_farm"
+    assert plan("h200_torch211", no_source=True).backend("flash_attention_2").candidates[-1].route == "hub_kernel"
+
+
+def test_hub_kernel_route_fetches_with_the_loader_and_names_the_path_axolotl_takes():
+    from attn_installer import target
+
+    hub = plan("h200_torch211", route="hub_kernel")
+    assert hub.recommended == "flash_attention_3"
+    fa3 = hub.backend("flash_attention_3")
+    assert (fa3.method, fa3.route, dict(fa3.hub)) == ("wheel", "hub_kernel",
+                                                      {"repo": "kernels-community/flash-attn3", "version": 1})
+    loader, fetch = fa3.steps
+    assert loader.argv[-1:] == ("kernels",) and "--constraint" in loader.argv  # torch pinned
+    assert fetch.argv[:4] == ("/env/bin/python", "-I", "-c", target.BOOT)
+    assert fetch.argv[5:] == ("attn_hubfetch", "kernels-community/flash-attn3", "1")
+    # axolotl unknown or >= 0.21: the path with the version branch (the commit once installed), packing kept
+    assert hub.config["attn_implementation"] == "kernels-community/flash-attn3@v1" and hub.config["sample_packing"]
+    old = plan("h200_torch211", route="hub_kernel", axolotl_version="0.19.0")
+    assert old.config["attn_implementation"] == "kernels-community/flash-attn3" and "sample_packing" not in old.config
+    legacy = plan("h200_torch211", route="hub_kernel", axolotl_version="0.16.1")
+    assert any("cannot take a hub kernel" in w for w in legacy.backend("flash_attention_3").warnings)
+    # CUDA 13.2 is past the kernel's maxver; torch 2.8 before its stable ABI
+    from dataclasses import replace
+
+    f = MACHINES["h200_torch211"]
+    cu132 = replace(f, torch=replace(f.torch, version="2.11.0+cu132", cuda="13.2"))
+    assert "is built for CUDA <13.1,>=12.6, torch has 13.2" in " ".join(
+        planned(cu132, route="hub_kernel").backend("flash_attention_3").reason_texts)
 
 
 def test_a_pytorch_index_mirror_is_used_for_the_index_route():
@@ -429,3 +456,49 @@ def test_axolotl_fa4_swap_is_said_when_flash_attn_4_is_installed(axolotl, gpu, w
         assert any("runs flash_attention_4" in c for c in p.config_comments)
     plain = planned(MACHINES[gpu], backend="flash_attention_2", axolotl_version=axolotl)
     assert not any("instead of" in w for w in plain.warnings)
+
+
+def test_transformers_hub_fallback_is_said_with_whether_the_node_reaches_the_hub():
+    from dataclasses import replace
+
+    from attn_installer.facts import HubReach
+
+    f = MACHINES["h200_torch211"]
+    with_kernels = replace(f, packages={**f.packages, "transformers": "5.20.1", "kernels": "0.17.2"})
+    off = replace(with_kernels, hub=HubReach("https://huggingface.co", False, "no answer within 3 s"))
+    (w,) = [x for x in plan_facts_warnings(off) if "loads a hub kernel" in x]
+    assert "flash_attention_2 -> kernels-community/flash-attn2" in w
+    assert "flash_attention_3 -> kernels-community/vllm-flash-attn3" in w
+    assert "does NOT reach https://huggingface.co (no answer within 3 s): such a run fails at model load" in w
+    on = replace(with_kernels, hub=HubReach("https://hf-mirror.example", True, "HTTP 200"))
+    assert any("reaches https://hf-mirror.example (HTTP 200), so it downloads there" in x
+               for x in plan_facts_warnings(on))
+    # FA2's package installed: only the others fall back; transformers 4.x or no kernels: nothing
+    fa2 = replace(off, packages={**off.packages, "flash-attn": "2.8.3"})
+    (w2,) = [x for x in plan_facts_warnings(fa2) if "loads a hub kernel" in x]
+    assert "flash_attention_2 ->" not in w2 and "flash_attention_3 ->" in w2
+    old = replace(off, packages={**off.packages, "transformers": "4.57.1"})
+    assert not any("loads a hub kernel" in x for x in plan_facts_warnings(old))
+
+
+def plan_facts_warnings(f):
+    return planned(f).warnings
+
+
+def test_probe_hub_asks_only_where_it_matters():
+    from attn_installer.probe.hub import probe_hub
+
+    asked: list[str] = []
+
+    def head(url, timeout):
+        asked.append(url)
+        return 401
+
+    assert probe_hub({}, {"transformers": "4.57.1", "kernels": "0.17.2"}, head) is None and asked == []
+    r = probe_hub({"HF_ENDPOINT": "http://127.0.0.1:9"}, {"transformers": "5.20.1", "kernels": "0.17.2"}, head)
+    assert (r.endpoint, r.reachable, r.detail) == ("http://127.0.0.1:9", True, "HTTP 401")
+    assert asked == ["http://127.0.0.1:9/api/whoami-v2"]
+    off = probe_hub({"HF_HUB_OFFLINE": "1"}, {"transformers": "5.1.0", "kernels": "0.17.2"}, head)
+    assert not off.reachable and off.detail == "HF_HUB_OFFLINE is set" and len(asked) == 1
+    none = probe_hub({}, {"transformers": "5.1.0", "kernels": "0.17.2"}, lambda u, t: None)
+    assert not none.reachable and none.detail.startswith("no answer within 3 s")
