@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from attn_installer.matrix import load_matrix
 from attn_installer.probe import probe_system
@@ -563,3 +564,130 @@ def test_kfd_fills_a_memory_the_tool_did_not_give(tmp_path):
     r = probe_amd(runner, root=tmp_path, try_python_module=False)
     assert [(g.arch, g.memory_gb) for g in r.gpus] == [("gfx90a", 64.0)] and r.memory_unknown == ()
     assert r.sources["gpus.memory_gb"] == "rocm-smi, missing sizes from kfd-sysfs mem_banks"
+
+
+# --------------------------------------------------------------------------- plans for these machines
+
+def machine(tmp_path, runner, env=None, torch=None):
+    """Facts of a recorded machine (probed through *runner*) with the torch the test names."""
+    from dataclasses import replace
+
+    from attn_installer.facts import TorchInfo
+
+    f = probe_system({"PATH": "", **(env or {})}, runner, root=tmp_path, nvml=False, amdsmi=None,
+                     capabilities=table())
+    version, build = torch
+    t = TorchInfo(version=version, cuda=build if not build.startswith("6") else None,
+                  hip=build if build.startswith("6") else None, cxx11abi=True)
+    return replace(f, torch=t, packages={**f.packages, "torch": version})
+
+
+def plan_of(facts, **kw):
+    from tests.machines import planned
+
+    p = planned(facts, cache_dir="/c", **kw)
+    validate(p.to_dict(), "plan.schema.json")
+    return p
+
+
+def rocminfo_runner(name):
+    return FakeRunner({("rocminfo",): (0, text(ROCMINFO + name))})
+
+
+@pytest.mark.parametrize(("recorded", "torch", "gfx"), [
+    ("rocminfo_rocm-old-runtime-1.1_8x-gfx906-vega20-mi50-class_epyc7551p.txt", ("2.5.1+rocm6.2", "6.2.41133"),
+     "gfx906"),
+    ("rocminfo_rocm-unknown-runtime-1.1_rx6900xt-gfx1030_i9-12900k_ansi-colour-header.txt",
+     ("2.8.0+rocm6.4", "6.4.43482"), "gfx1030"),
+    ("rocminfo_rocm-unknown-runtime-1.1_7x-mi25-gfx900_threadripper-pro-3955wx.txt", ("2.5.1+rocm6.2", "6.2.41133"),
+     "gfx900"),
+])
+def test_sdpa_runs_on_every_gpu_the_rocm_torch_carries(tmp_path, recorded, torch, gfx):
+    """MI50 (gfx906) with a ROCm 6.2 torch and an RX 6900 XT (gfx1030) with a ROCm 6.4 torch got "no
+    backend": their gfx is in the torch build, only not in SDPA's fused (AOTriton) kernels."""
+    p = plan_of(machine(tmp_path, rocminfo_runner(recorded), torch=torch))
+    assert p.recommended == "sdpa" and not p.blockers
+    reasons = " ".join(p.backend("sdpa").reason_texts)
+    assert f"SDPA runs its math kernel on {gfx}" in reasons and "no fused kernel" in reasons
+    assert p.backend("eager").viable and not p.backend("flash_attention_2_rocm").viable
+    flex = p.backend("flex_attention")  # Triton on the ROCm build: not "for NVIDIA GPUs"
+    assert not any("NVIDIA" in r for r in flex.reason_texts)
+    assert flex.viable == (Version(torch[0]).release >= (2, 6)), flex.reason_texts
+
+
+def test_rocm_target_the_torch_build_lacks_blocks_and_hiding_the_gpu_fits(tmp_path):
+    recorded = text(ROCM_SMI + "rocm-smi-showproductname_rocm-6.1.2-ubuntu22.04_w7900-gfx11000_plus-raphael-igpu-"
+                               "gfx1036.txt")
+    w7900 = FakeRunner({("rocm-smi", "--showproductname", "--showmeminfo"): (1, ""),
+                        ("rocm-smi", "--showproductname"): (0, recorded)})
+    both = plan_of(machine(tmp_path, w7900, torch=("2.8.0+rocm6.4", "6.4.43482")))
+    assert both.recommended is None
+    assert any("has no kernels for GPU 1 (AMD GPU 0x164e, gfx1036)" in b and "HIP_VISIBLE_DEVICES" in b
+               for b in both.blockers)
+    dgpu = plan_of(machine(tmp_path, w7900, env={"HIP_VISIBLE_DEVICES": "0"}, torch=("2.8.0+rocm6.4", "6.4.43482")))
+    assert dgpu.recommended == "sdpa" and not dgpu.blockers
+    assert "SDPA runs its flash / memory-efficient (AOTriton) kernel on gfx1100" in " ".join(
+        dgpu.backend("sdpa").reason_texts)
+
+
+def test_rx6700xt_with_the_override_is_a_gfx1030(tmp_path):
+    rx6700 = FakeRunner({("rocm-smi", "--showproductname", "--showmeminfo"): (
+        0, text(ROCM_SMI + "rocm-smi-json_rx6700xt-gfx1031_rocm-6.1.2.json"))})
+    plain = plan_of(machine(tmp_path, rx6700, torch=("2.8.0+rocm6.4", "6.4.43482")))
+    assert plain.recommended is None and "gfx1031" in plain.blockers[0]
+    overridden = plan_of(machine(tmp_path, rx6700, env={"HSA_OVERRIDE_GFX_VERSION": "10.3.0"},
+                                 torch=("2.8.0+rocm6.4", "6.4.43482")))
+    assert overridden.recommended == "sdpa"
+
+
+@pytest.mark.parametrize(("xml", "torch", "kernel"), [
+    (OLD + "nvidia-smi-qx_driver-460.39_cuda-11.2_tesla-v100-pcie-32gb.xml", ("2.4.1+cu118", "11.8"),
+     "memory-efficient"),
+    (OLD + "nvidia-smi-qx_driver-470.74_cuda-11.4_gt-1030_linux.xml", ("2.4.1+cu118", "11.8"), "memory-efficient"),
+    (V100S, ("2.4.1+cu118", "11.8"), "memory-efficient"),
+])
+def test_old_driver_machines_get_a_backend(tmp_path, xml, torch, kernel):
+    f = machine(tmp_path, ReplayRunner(Recording(query_error=CC_ERROR, xml=xml)), torch=torch)
+    assert f.sources["gpus.compute_capability"].startswith("matrices/gpus.toml")
+    p = plan_of(f)
+    assert p.recommended is not None and not p.blockers
+    assert f"SDPA runs its {kernel} kernel" in " ".join(p.backend("sdpa").reason_texts)
+
+
+def test_an_old_driver_too_old_for_the_torch_says_so(tmp_path):
+    f = machine(tmp_path, ReplayRunner(Recording(query_error=CC_ERROR, xml=OLD + "nvidia-smi-qx_driver-418.43_cuda-"
+                                                                                 "10.1_quadro-p400_linux.xml")),
+                torch=("2.4.1+cu118", "11.8"))
+    p = plan_of(f)
+    assert p.recommended is None and "NVIDIA driver 418.43 is too old for torch 2.4.1+cu118" in p.blockers[0]
+
+
+def test_610_driver_and_mig_machines_get_a_backend(tmp_path):
+    rtx = machine(tmp_path, ReplayRunner(Recording(
+        query=B + "nvidia-smi-query-gpu-csv_driver-610.57.04_rtx-2080-super_linux.txt",
+        banner=B + "nvidia-smi-banner_driver-610.57.04_rtx-2080-super_linux.txt")), torch=("2.11.0+cu130", "13.0"))
+    assert rtx.driver.cuda == "13.3" and plan_of(rtx).recommended is not None
+    mig = machine(tmp_path, ReplayRunner(Recording(
+        xml=MULTI + "nvidia-smi-qx_driver-535.54.03_cuda-12.2_a100-sxm4-80gb_mig-enabled_4gpu-host-only-gpu0-kept.xml",
+        listing=MULTI + "nvidia-smi-L_driver-535.x_4x-a100-sxm4-80gb_gpu0-mig-4x-1g.20gb.txt")),
+        env={"CUDA_VISIBLE_DEVICES": "MIG-930574a9"}, torch=("2.8.0+cu128", "12.8"))
+    assert [g.uuid[:12] for g in mig.gpus] == ["MIG-930574a9"] and mig.gpus[0].mig
+    assert plan_of(mig).recommended is not None
+    validate(mig.to_dict(), "facts.schema.json")
+
+
+@pytest.mark.parametrize(("version", "hip", "arch_list", "has"), [
+    ("2.6.0+rocm6.2.4", "6.2.41134-65d174c3e", None, "gfx1030"),   # the local tag names the flavour: rocm6.2.4
+    ("2.5.1+rocm6.2", "6.2.41133-dd7f95766", None, "gfx906"),
+    ("2.8.0+rocm6.4", "6.4.43482-0f2d60242", None, "gfx1201"),
+    ("2.8.0+rocm6.4", "6.4.43482-0f2d60242", ("gfx90a:xnack-", "gfx942"), "gfx90a"),  # read from torch itself
+])
+def test_torch_gfx(version, hip, arch_list, has):
+    from attn_installer.facts import TorchInfo
+    from attn_installer.resolve import torch_gfx
+    from tests.machines import facts
+
+    t = TorchInfo(version=version, cuda=None, hip=hip, cxx11abi=True, arch_list=arch_list)
+    gfx, origin = torch_gfx(facts([], None, t), load_matrix())
+    assert has in gfx
+    assert origin == ("torch.cuda.get_arch_list()" if arch_list else "matrices/torch.toml [[rocm_build]]")
