@@ -626,7 +626,7 @@ def test_rocm_target_the_torch_build_lacks_blocks_and_hiding_the_gpu_fits(tmp_pa
                for b in both.blockers)
     dgpu = plan_of(machine(tmp_path, w7900, env={"HIP_VISIBLE_DEVICES": "0"}, torch=("2.8.0+rocm6.4", "6.4.43482")))
     assert dgpu.recommended == "sdpa" and not dgpu.blockers
-    assert "SDPA runs its flash / memory-efficient (AOTriton) kernel on gfx1100" in " ".join(
+    assert "SDPA runs its flash / memory-efficient (AOTriton, experimental on RDNA" in " ".join(
         dgpu.backend("sdpa").reason_texts)
 
 
