@@ -21,7 +21,8 @@ from attn_installer.request import Request
 from attn_installer.routes import Miss, Route, find_route
 from attn_installer.words import Method
 
-__all__ = ["Candidate", "Reason", "Resolution", "covered_by", "machine_blockers", "resolve", "torch_archs"]
+__all__ = ["Candidate", "Reason", "Resolution", "covered_by", "machine_blockers", "resolve", "sdpa_kernel",
+           "torch_archs", "torch_gfx"]
 
 ReasonKind = Literal["blocked", "misfit", "fit", "route", "tried", "measured"]
 
@@ -122,6 +123,34 @@ def torch_archs(facts: Facts, matrix: Matrix) -> tuple[tuple[str, ...], str]:
     return (), "unknown"
 
 
+def torch_gfx(facts: Facts, matrix: Matrix) -> tuple[tuple[str, ...], str]:
+    """AMD targets the installed ROCm torch has kernels for, and where that knowledge came from."""
+    t = facts.torch
+    if t is None or t.hip is None:
+        return (), "none"
+    if t.arch_list:
+        return tuple(a.split(":")[0] for a in t.arch_list), "torch.cuda.get_arch_list()"
+    local = Version(t.version).local or ""  # "rocm6.2.4" of 2.6.0+rocm6.2.4; torch.flavour is "rocm6.2"
+    for row in matrix.rocm_builds:
+        if not row.torch.contains(t.release, prereleases=True):
+            continue
+        if local in row.flavours or t.flavour in row.flavours \
+                or any(f.startswith(t.flavour + ".") for f in row.flavours):
+            return row.gfx, "matrices/torch.toml [[rocm_build]]"
+    return (), "unknown"
+
+
+def sdpa_kernel(g: Gpu, matrix: Matrix) -> Optional[str]:
+    """The SDPA kernel torch runs on *g* (matrices/gpus.toml [[sdpa_kernel]], first matching row)."""
+    for row in matrix.sdpa_kernels:
+        if row.vendor != g.vendor:
+            continue
+        if row.otherwise or (g.sm is not None and not row.nvidia_sm.empty and row.nvidia_sm.contains(g.sm)) \
+                or g.arch in row.amd_gfx:
+            return row.kernel
+    return None
+
+
 def _min_driver(matrix: Matrix, cuda_major: int, os_name: str) -> Optional[Version]:
     for row in matrix.cuda_drivers:
         if row.cuda_major == cuda_major:
@@ -169,6 +198,8 @@ def machine_blockers(facts: Facts, matrix: Matrix) -> tuple[list[str], list[str]
                         + torch_hint(facts, matrix, "a ROCm build (in a new environment)"))
     if nvidia and t.cuda is not None:
         _driver_blockers(facts, matrix, nvidia, blockers, warnings)
+    if amd and t.hip is not None:
+        _gfx_blockers(facts, matrix, amd, blockers, warnings)
     if len({g.arch for g in facts.gpus}) > 1:
         warnings.append("mixed GPUs: " + ", ".join(g.label for g in facts.gpus)
                         + "; the plan fits every visible GPU")
@@ -213,6 +244,22 @@ def _driver_blockers(facts: Facts, matrix: Matrix, nvidia: list[Gpu], blockers: 
                 + (", or hide that GPU with CUDA_VISIBLE_DEVICES" if len(nvidia) > 1 else ""))
 
 
+def _gfx_blockers(facts: Facts, matrix: Matrix, amd: list[Gpu], blockers: list[str], warnings: list[str]) -> None:
+    t = facts.torch
+    assert t is not None
+    gfx, origin = torch_gfx(facts, matrix)
+    if not gfx:
+        warnings.append(f"AMD targets of torch {t.version} unknown (not in matrices/torch.toml [[rocm_build]]); "
+                        "run `attn-install probe --torch-arch-list` to read them")
+        return
+    for g in amd:
+        if g.arch not in gfx:
+            blockers.append(
+                f"torch {t.version} has no kernels for {g.label}: its build carries {', '.join(gfx)} ({origin}); "
+                f"{torch_hint(facts, matrix, 'a build that carries it')}"
+                + (", or hide that GPU with HIP_VISIBLE_DEVICES" if len(amd) > 1 else ""))
+
+
 # --------------------------------------------------------------------------- per backend
 
 
@@ -230,6 +277,8 @@ def _gpu_fit(b: Backend, g: Gpu, workload: str) -> Optional[str]:
         return None
     if b.vendor not in ("amd", "any"):
         return f"{g.label} is AMD; {b.name} is for NVIDIA GPUs"
+    if b.amd_gfx_from_torch:
+        return None  # runs where the ROCm torch build runs: a target it lacks is a machine blocker
     if g.arch not in b.amd_gfx:
         return f"{g.label} is {g.arch}; {b.name} supports {', '.join(b.amd_gfx)}"
     return None
@@ -281,7 +330,7 @@ def _resolve_backend(b: Backend, facts: Facts, matrix: Matrix, request: Request,
     misfit, partial = _misfits(b, facts, request)
     if misfit:
         return Candidate(b, False, tuple(Reason("misfit", w) for w in misfit), partial_gpus=partial)
-    reasons = [Reason("fit", _fit_reason(b, facts))]
+    reasons = [Reason("fit", _fit_reason(b, facts, matrix))]
     kinds = b.routes
     if request.source_dir and request.backend == b.name and "source" in kinds:
         kinds = ("source",)  # --source DIR asks for a build of that checkout, even over an installed copy
@@ -314,15 +363,27 @@ def _resolve_backend(b: Backend, facts: Facts, matrix: Matrix, request: Request,
     return Candidate(b, True, tuple(reasons), tuple(warnings), tuple(routes), partial)
 
 
-def _fit_reason(b: Backend, facts: Facts) -> str:
+def _fit_reason(b: Backend, facts: Facts, matrix: Matrix) -> str:
     t = facts.torch
     assert t is not None
     if not facts.gpus:
         return f"{b.name} runs without a GPU (torch {t.version})"
     archs = list(dict.fromkeys(g.arch for g in facts.gpus))
-    rule = b.nvidia_sm.text if facts.gpus[0].vendor == "nvidia" else ", ".join(b.amd_gfx)
+    if facts.gpus[0].vendor == "nvidia":
+        rule = b.nvidia_sm.text
+    elif b.amd_gfx_from_torch:
+        rule = f"every target torch {t.version} carries"
+    else:
+        rule = ", ".join(b.amd_gfx)
     reason = f"{', '.join(archs)} fits {b.name} ({rule}); torch {t.version}, Python {facts.python.version}"
     kernels = [f"{b.kernels[a]} on {a}" for a in archs if a in b.kernels]
     if kernels:
         reason += f"; the config's entry point runs {', '.join(kernels)} (verification calls the same)"
+    if b.call.convention == "sdpa":
+        runs = {a: sdpa_kernel(next(g for g in facts.gpus if g.arch == a), matrix) for a in archs}
+        said = [f"its {k} kernel on {a}" for a, k in runs.items() if k]
+        if said:
+            reason += f"; SDPA runs {', '.join(said)} (matrices/gpus.toml)"
+        if any(k == "math" for k in runs.values()):
+            reason += ": no fused kernel is built for that GPU, so attention is slower and needs more memory"
     return reason

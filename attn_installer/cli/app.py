@@ -63,8 +63,9 @@ class App:
             return self._probe(python, want_arch_list)
         from attn_installer.probe import probe_system  # noqa: PLC0415
 
+        matrix = self.matrix()
         return probe_system(self.env, self.runner(), python_exe=python, want_arch_list=want_arch_list,
-                            distributions=self.matrix().recorded_distributions)
+                            distributions=matrix.recorded_distributions, capabilities=matrix.gpu_capabilities)
 
     def facts(self, facts_file: Optional[Path], python: Optional[str]) -> Facts:
         if facts_file is not None:

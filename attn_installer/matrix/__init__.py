@@ -32,7 +32,7 @@ else:  # pragma: no cover - exercised on 3.9 / 3.10
 __all__ = ["MATRIX_FILES", "ArchSpec", "Backend", "Matrix", "default_matrix_dir", "load_matrix"]
 
 MATRIX_FILES = ("backends.toml", "torch.toml", "flash_attn_wheels.toml", "sources.toml", "axolotl.toml",
-                "ranking.toml", "hints.toml", "routes.toml")
+                "ranking.toml", "hints.toml", "routes.toml", "gpus.toml")
 MAX_FILE_BYTES = 1 << 20
 _ARCH = re.compile(r"^sm_\d{2,3}$")
 _GFX = re.compile(r"^gfx[0-9a-f]{3,4}$")
@@ -67,6 +67,19 @@ def _gfx_list(v: Any) -> tuple[str, ...]:
     if bad:
         raise c.Bad(f"unknown AMD target {bad[0]!r}, expected gfxNNN")
     return out
+
+
+def _compute_capability(v: Any) -> str:
+    s = c.string_(v)
+    if not re.fullmatch(r"\d{1,2}\.\d", s):
+        raise c.Bad(f"{s!r} is not a compute capability like 8.6")
+    return s
+
+
+def _nonempty(v: tuple[str, ...]) -> tuple[str, ...]:
+    if not v or not all(x.strip() for x in v):
+        raise c.Bad("expected a non-empty list of names")
+    return v
 
 
 def _versions_map(v: Any) -> dict[str, Any]:
@@ -197,6 +210,10 @@ _OVERRIDES: dict[tuple[str, str], c.Check] = {
     ("FarmWheel", "machine"): c.one_of(("x86_64", "aarch64")),
     ("FarmWheel", "cuda"): lambda v: _flavours([v], "cu")[0],
     ("Backend", "min_driver"): c.opt_version,
+    ("GpuCapability", "cc"): lambda v: _compute_capability(v),
+    ("GpuCapability", "names"): lambda v: _nonempty(c.strings(v)),
+    ("SdpaKernel", "vendor"): c.one_of(("nvidia", "amd")),
+    ("SdpaKernel", "amd_gfx"): _gfx_list,
 }
 _NOT_IN_TOML = {"directory"}
 
@@ -362,6 +379,8 @@ def _load_cached(directory: Path) -> Matrix:
         "torch_builds": tuple(f.rows("torch.toml", "torch_build", m.TorchBuild)),
         "torch_releases": tuple(f.rows("torch.toml", "torch_release", m.TorchRelease, "version")),
         "rocm_builds": tuple(f.rows("torch.toml", "rocm_build", m.RocmBuild)),
+        "gpu_capabilities": tuple(f.rows("gpus.toml", "compute_capability", m.GpuCapability, "cc")),
+        "sdpa_kernels": tuple(f.rows("gpus.toml", "sdpa_kernel", m.SdpaKernel, "vendor")),
         "torch_index_url": f.top("torch.toml", "torch_index_url", c.template(("flavour",)), ""),
         "pinned": f.top("torch.toml", "pinned", c.strings, ()),
         "watched": f.top("torch.toml", "watched", c.strings, ()),
@@ -429,3 +448,15 @@ def _cross_checks(f: _Files, backends: list[Backend], sources: list[m.SourceBuil
                 errs.add(str(d / "backends.toml"), f"backend {b.name!r}: route {kind!r} has no [[kind]] in routes.toml")
         if b.bench_as and b.bench_as not in known:
             errs.add(str(d / "backends.toml"), f"backend {b.name!r}: bench_as names unknown backend {b.bench_as!r}")
+    seen: dict[str, str] = {}
+    for row in fields["gpu_capabilities"]:
+        for name in row.names:
+            key = m.gpu_name_key(name)
+            if key in seen:
+                errs.add(str(d / "gpus.toml"), f"[[compute_capability]] name {name!r} is in the {seen[key]} and "
+                         f"the {row.cc} rows")
+            seen[key] = row.cc
+    for row in fields["sdpa_kernels"]:
+        if row.otherwise == (not row.nvidia_sm.empty or bool(row.amd_gfx)):
+            errs.add(str(d / "gpus.toml"), f"[[sdpa_kernel]] {row.kernel!r}: give nvidia_sm or amd_gfx, or "
+                     "otherwise = true, not both")

@@ -17,7 +17,7 @@ __all__ = [
     "ArchSpec", "Backend", "BuildDefaults", "CallSpec", "CudaDriver", "Explain", "Fa3Trims", "FlashAttnRelease",
     "Hint", "HostCompiler", "LegacyFlag", "Matrix", "Prepare", "RankRow", "RetiredFlag", "RouteKindRow",
     "SourceBuild", "TorchBuild", "AttnImplValues", "IndexWheel", "FarmWheel", "AxolotlKeys", "EnvIf", "TorchRelease",
-    "RocmBuild",
+    "RocmBuild", "GpuCapability", "SdpaKernel", "gpu_name_key",
 ]
 
 
@@ -80,6 +80,7 @@ class Backend:
     """nvidia, amd or any."""
     nvidia_sm: ArchSpec
     amd_gfx: tuple[str, ...]
+    """gfx targets it supports (besides those of amd_gfx_from_torch)."""
     needs_gpu: bool
     os: tuple[str, ...]
     python: SpecifierSet
@@ -120,6 +121,9 @@ class Backend:
     shadows: tuple[str, ...] = ()
     """Distributions whose files its wheel overwrites (released flash-attn ships an old
     flash_attn/cute that replaces flash-attn-4's): they are put back after it is installed."""
+    amd_gfx_from_torch: bool = False
+    """Part of torch: it runs on every AMD GPU the ROCm torch build has kernels for (its gfx list in
+    torch.toml [[rocm_build]], or torch.cuda.get_arch_list()), whatever amd_gfx says."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,52 @@ class RocmBuild:
     flavours: tuple[str, ...]
     gfx: tuple[str, ...]
     source: str
+
+
+def gpu_name_key(name: str) -> str:
+    """A GPU name as gpus.toml compares it: lower case, single spaces, no leading "NVIDIA " or
+    "Tesla " (NVIDIA's pages write "NVIDIA T4", drivers print "Tesla T4")."""
+    key = " ".join(name.lower().split())
+    for prefix in ("nvidia ", "tesla "):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+@dataclass(frozen=True)
+class GpuCapability:
+    """NVIDIA's published compute capability of the products named (gpus.toml [[compute_capability]])."""
+
+    cc: str
+    names: tuple[str, ...]
+    source: str
+
+    def matches(self, gpu_name: str) -> int:
+        """The length of the longest of its names that *gpu_name* is, or starts with before a " " or
+        "-" and a variant suffix ("H100 80GB HBM3", "V100-SXM2-16GB"); 0 when none, and for a name
+        nvidia-smi's table cut short ("NVIDIA GeForce RTX 2080 ..."): that could be any variant."""
+        key = gpu_name_key(gpu_name)
+        if key.endswith("..."):
+            return 0
+        best = 0
+        for name in self.names:
+            n = gpu_name_key(name)
+            if key == n or (key.startswith(n) and key[len(n)] in " -"):
+                best = max(best, len(n))
+        return best
+
+
+@dataclass(frozen=True)
+class SdpaKernel:
+    """Which SDPA kernel torch runs on the GPUs a row matches (gpus.toml [[sdpa_kernel]])."""
+
+    vendor: str
+    kernel: str
+    source: str
+    nvidia_sm: ArchSpec = field(default_factory=ArchSpec)
+    amd_gfx: tuple[str, ...] = ()
+    otherwise: bool = False
+    """Matches every GPU of the vendor that no earlier row matched."""
 
 
 @dataclass(frozen=True)
@@ -424,6 +474,9 @@ class Matrix:
     torch_builds: tuple[TorchBuild, ...]
     torch_releases: tuple[TorchRelease, ...]
     rocm_builds: tuple[RocmBuild, ...]
+    gpu_capabilities: tuple[GpuCapability, ...]
+    """NVIDIA's compute capability by product name, for a probe whose nvidia-smi cannot report it."""
+    sdpa_kernels: tuple[SdpaKernel, ...]
     torch_index_url: str
     pinned: tuple[str, ...]
     """Distributions attn-install never installs, upgrades or downgrades (torch & co.)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from attn_installer.facts import Facts
 from attn_installer.probe.amd import probe_amd
@@ -20,6 +20,9 @@ from attn_installer.probe.nvidia import probe_nvidia
 from attn_installer.probe.pyenv import discover, probe_python_env
 from attn_installer.probe.toolkit import probe_toolkit
 from attn_installer.runner import Runner
+
+if TYPE_CHECKING:
+    from attn_installer.matrix.model import GpuCapability
 
 __all__ = ["probe_system"]
 
@@ -33,32 +36,43 @@ def probe_system(
     amdsmi: Any = None,
     want_arch_list: bool = False,
     distributions: Optional[frozenset[str]] = None,
+    capabilities: Sequence[GpuCapability] = (),
 ) -> Facts:
     """Probe everything. ``nvml``/``amdsmi`` replace the real modules (tests); ``nvml=False``
     skips NVML (``ATTN_INSTALL_NO_NVML=1``), so nvidia-smi answers. ``distributions``: which
-    installed distributions to record (the matrix's; None records all)."""
+    installed distributions to record (the matrix's; None records all). ``capabilities``: NVIDIA's
+    compute capability by GPU name (``matrices/gpus.toml``), for drivers whose nvidia-smi cannot say."""
     if nvml is None and env.get("ATTN_INSTALL_NO_NVML") == "1":
         nvml = False
     host, sources = probe_host(env, root=root)
     notes: list[str] = []
 
-    nv = probe_nvidia(runner, root=root, nvml=nvml, visible=env.get("CUDA_VISIBLE_DEVICES"))
+    nv = probe_nvidia(runner, root=root, nvml=nvml, visible=env.get("CUDA_VISIBLE_DEVICES"),
+                      device_order=env.get("CUDA_DEVICE_ORDER"), capabilities=capabilities)
     notes.extend(nv.notes)
     gpus, driver = nv.gpus, nv.driver
     sources["gpus"] = nv.source or "none"
     sources["driver"] = nv.driver_source or "none"
+    sources.update(nv.sources)
+    unknown_memory = list(nv.memory_unknown)
 
     amd_visible = env.get("HIP_VISIBLE_DEVICES") or env.get("ROCR_VISIBLE_DEVICES")
     amd = probe_amd(runner, root=root, amdsmi=amdsmi, visible=amd_visible,
-                    try_python_module=not gpus)
+                    try_python_module=not gpus, override=env.get("HSA_OVERRIDE_GFX_VERSION"))
     notes.extend(amd.notes)
+    sources.update(amd.sources)
     if amd.gpus:
         offset = len(gpus)
         gpus = gpus + tuple(replace(g, index=offset + g.index) for g in amd.gpus)
+        unknown_memory.extend(offset + i for i in amd.memory_unknown)
         sources["gpus"] = (amd.source or "amd") if not nv.gpus else f"{sources['gpus']}+{amd.source}"
         if driver is None:
             driver = amd.driver
             sources["driver"] = "amdgpu" if amd.driver else "none"
+    if unknown_memory:
+        # facts.schema.json wants a number: 0 stands for "unknown" there, and this entry says so
+        sources["gpus.memory_gb"] = ("unknown for GPU " + ", ".join(map(str, unknown_memory))
+                                     + " (written as 0)")
     if not gpus:
         notes.append("no GPU visible to this process")
 

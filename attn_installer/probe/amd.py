@@ -1,17 +1,33 @@
 """AMD GPUs and ROCm: amdsmi (Python) → amd-smi → rocm-smi → rocminfo → KFD sysfs topology.
 
-Every parser is pure and normalises targets such as ``gfx942:sramecc+:xnack-`` to ``gfx942``.
+Every parser is pure and normalises targets such as ``gfx942:sramecc+:xnack-`` to ``gfx942``, and the
+decimal form rocm-smi prints (``gfx9010`` for gfx90a, ``gfx11000`` for gfx1100) back to the target.
+The sources in order, each asked only while a GPU's target is still unknown:
+
+1. the ``amdsmi`` Python module (when /opt/rocm exists): name, target, VRAM;
+2. ``amd-smi static --asic --vram --json``: the same from the command;
+3. ``rocm-smi --showproductname --showmeminfo vram --json`` (the text form ``rocm-smi --showproductname``
+   when that fails): card series, GFX Version, VRAM total;
+4. ``rocminfo``: each GPU agent's target, marketing name and its GLOBAL memory pool's size;
+5. KFD sysfs (``/sys/class/kfd/kfd/topology/nodes/*/properties``): ``gfx_target_version``, the first
+   memory bank's size. It also fills a memory the tools did not give.
+
+ROCm's version comes from ``/opt/rocm/.info/version``, else from ``hipconfig --version`` (a
+distribution's ROCm lives under /usr: Debian and Ubuntu ship hipcc / hipconfig there, with no
+/opt/rocm). ``HIP_VISIBLE_DEVICES`` / ``ROCR_VISIBLE_DEVICES`` select GPUs; ``HSA_OVERRIDE_GFX_VERSION``
+makes the runtime report another target (10.3.0 → gfx1030), and the facts say so.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 from attn_installer.facts import Driver, Gpu
+from attn_installer.probe.text import summary
 from attn_installer.runner import Runner
 
 __all__ = [
@@ -21,7 +37,9 @@ __all__ = [
     "parse_amd_smi_static_json",
     "parse_hipconfig_version",
     "parse_kfd_properties",
+    "parse_hsa_override",
     "parse_rocm_smi_json",
+    "parse_rocm_smi_text",
     "parse_rocm_version_file",
     "parse_rocminfo",
     "probe_amd",
@@ -38,21 +56,40 @@ class AmdReading:
     rocm: Optional[str] = None
     source: Optional[str] = None
     notes: tuple[str, ...] = ()
+    sources: dict[str, str] = field(default_factory=dict)
+    """Where the other facts came from (toolkit.rocm, gpus.memory_gb, gpus.arch)."""
+    memory_unknown: tuple[int, ...] = ()
+    """Indices (among these GPUs) whose memory no source gave."""
 
 
 def normalise_gfx(target: str) -> Optional[str]:
     """``gfx942:sramecc+:xnack-`` → ``gfx942``; None when no gfx target is in the text.
 
-    Older rocm-smi prints the KFD target version in decimal (``gfx9010`` for MI200, i.e.
-    9.0.10); a gfx9 target with four digits is read that way (→ ``gfx90a``).
+    rocm-smi prints the KFD target version M.m.s in decimal (ROCm/rocm_smi_lib
+    ``rsmi_get_gfx_target_version``: M*100 + m*10 + s, or M*1000 + s when m is 0): 9.0.10 is
+    ``gfx9010`` (→ gfx90a), 9.0.6 ``gfx9006`` (→ gfx906), 11.0.0 ``gfx11000`` (→ gfx1100), 12.0.1
+    ``gfx12001`` (→ gfx1201); with m > 0 the digits are the target's own (10.3.6 → ``gfx1036``).
     """
-    m = re.search(r"gfx([0-9a-f]{3,5})", target.lower())
+    m = re.search(r"gfx([0-9a-f]{3,5})(?![0-9a-f])", target.lower())
     if not m:
         return None
     digits = m.group(1)
-    if digits.startswith("9") and len(digits) == 4 and digits.isdigit():
-        return f"gfx9{digits[1]}{int(digits[2:]):x}"
+    if digits.isdigit() and len(digits) == 4 and digits.startswith("90"):
+        step = int(digits[2:])  # 9*1000 + stepping
+        return f"gfx90{step:x}" if step < 16 else None
+    if digits.isdigit() and len(digits) == 5:
+        major, step = int(digits) // 1000, int(digits) % 1000
+        return f"gfx{major}0{step:x}" if major >= 10 and step < 16 else None
     return f"gfx{digits}" if len(digits) <= 4 else None
+
+
+def parse_hsa_override(value: str) -> Optional[str]:
+    """``HSA_OVERRIDE_GFX_VERSION=10.3.0`` → gfx1030 (major.minor.stepping, stepping in hex: 9.0.10 → gfx90a)."""
+    m = re.fullmatch(r"\s*(\d+)\.(\d+)\.(\d+)\s*", value)
+    if not m:
+        return None
+    major, minor, step = (int(x) for x in m.groups())
+    return f"gfx{major}{minor}{step:x}" if minor < 10 and step < 16 else None
 
 
 def gfx_from_target_version(value: int) -> Optional[str]:
@@ -86,6 +123,25 @@ def parse_rocm_smi_json(text: str) -> list[dict[str, Any]]:
     return out
 
 
+def parse_rocm_smi_text(text: str) -> list[dict[str, Any]]:
+    """``rocm-smi --showproductname`` (text) → [{name, arch, memory_gb}].
+
+    ``GPU[0]  : Card Series:   0x7448`` ... ``GPU[0]  : GFX Version:   gfx11000``. Older releases print
+    no GFX Version line (the arch is then None and a later source decides)."""
+    cards: dict[int, dict[str, str]] = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*GPU\[(\d+)\]\s*:\s*([^:]+?):\s*(.*?)\s*$", line)
+        if m:
+            cards.setdefault(int(m.group(1)), {})[m.group(2).strip().lower()] = m.group(3)
+    out = []
+    for _i, card in sorted(cards.items()):
+        series = card.get("card series", "")
+        name = f"AMD GPU {series}" if re.fullmatch(r"0x[0-9a-fA-F]+", series) else series
+        out.append({"name": name or "AMD GPU", "arch": normalise_gfx(card.get("gfx version", "")),
+                    "memory_gb": None})
+    return out
+
+
 def parse_amd_smi_static_json(text: str) -> list[dict[str, Any]]:
     """``amd-smi static --asic --vram --json`` → [{name, arch, memory_gb}].
 
@@ -111,7 +167,9 @@ def parse_amd_smi_static_json(text: str) -> list[dict[str, Any]]:
 
 
 def parse_rocminfo(text: str) -> list[dict[str, Any]]:
-    """``rocminfo``: one entry per agent whose Device Type is GPU, with its gfx Name."""
+    """``rocminfo``: one entry per agent whose Device Type is GPU, with its gfx Name, Marketing Name
+    and memory: the size of its first GLOBAL pool (the coarse-grained one when there are several),
+    ``Size: 25149440(0x17fc000) KB``; None when the agent lists no pool."""
     out = []
     for block in re.split(r"\n\*{5,}\s*\nAgent \d+\s*\n\*{5,}", text):
         if not re.search(r"Device Type:\s+GPU", block):
@@ -120,8 +178,17 @@ def parse_rocminfo(text: str) -> list[dict[str, Any]]:
         market = re.search(r"^\s*Marketing Name:\s+(.+)$", block, re.M)
         if name_m:
             out.append({"name": market.group(1).strip() if market else name_m.group(1),
-                        "arch": normalise_gfx(name_m.group(1)), "memory_gb": None})
+                        "arch": normalise_gfx(name_m.group(1)), "memory_gb": _rocminfo_pool_gib(block)})
     return out
+
+
+def _rocminfo_pool_gib(block: str) -> Optional[float]:
+    pools = re.findall(r"Segment:\s+GLOBAL;\s*FLAGS:\s*([^\n]*)\n\s*Size:\s+(\d+)\([^)]*\)\s*KB", block)
+    if not pools:
+        return None
+    coarse = [size for flags, size in pools if "COARSE" in flags.upper()]
+    kib = int((coarse or [pools[0][1]])[0])
+    return round(kib * 1024 / GIB, 1) if kib > 0 else None
 
 
 def parse_kfd_properties(text: str) -> dict[str, int]:
@@ -141,8 +208,9 @@ def parse_rocm_version_file(text: str) -> Optional[str]:
 
 
 def parse_hipconfig_version(text: str) -> Optional[str]:
-    """``hipconfig --version``: ``6.3.42131-fa1d09cbd`` → ``6.3.42131``."""
-    m = re.match(r"\s*(\d+\.\d+(?:\.\d+)?)", text)
+    """``hipconfig --version``: ``6.3.42131-fa1d09cbd`` → ``6.3.42131`` (a distribution's build:
+    ``7.2.53211-9999``; some builds print ``HIP version: 6.2.41133-dd7f95766``, as ``hipconfig`` does)."""
+    m = re.search(r"^\s*(?:HIP version\s*:\s*)?(\d+\.\d+(?:\.\d+)?)", text, re.M)
     return m.group(1) if m else None
 
 
@@ -170,10 +238,13 @@ def read_amdsmi(amdsmi: Any) -> list[dict[str, Any]]:
 
 
 def probe_amd(runner: Runner, *, root: Path, amdsmi: Any = None, visible: Optional[str] = None,
-              try_python_module: bool = True) -> AmdReading:
-    """Cascade over the AMD sources; never raises."""
+              try_python_module: bool = True, override: Optional[str] = None) -> AmdReading:
+    """Cascade over the AMD sources; never raises. *override* is HSA_OVERRIDE_GFX_VERSION."""
     notes: list[str] = []
-    rocm = _rocm_version(runner, root)
+    sources: dict[str, str] = {}
+    rocm, rocm_source = _rocm_version(runner, root)
+    if rocm_source:
+        sources["toolkit.rocm"] = rocm_source
     entries: list[dict[str, Any]] = []
     source: Optional[str] = None
 
@@ -188,61 +259,101 @@ def probe_amd(runner: Runner, *, root: Path, amdsmi: Any = None, visible: Option
         try:
             entries, source = read_amdsmi(amdsmi), "amdsmi"
         except Exception as e:  # noqa: BLE001
-            notes.append(f"amdsmi failed: {e}")
+            notes.append(f"amdsmi failed: {summary(str(e) or type(e).__name__)}")
     attempts: list[tuple[list[str], Any, str]] = [
         (["amd-smi", "static", "--asic", "--vram", "--json"], parse_amd_smi_static_json, "amd-smi"),
         (["rocm-smi", "--showproductname", "--showmeminfo", "vram", "--json"], parse_rocm_smi_json,
          "rocm-smi"),
+        (["rocm-smi", "--showproductname"], parse_rocm_smi_text, "rocm-smi --showproductname"),
         (["rocminfo"], parse_rocminfo, "rocminfo"),
     ]
+    smi_answered = False
     for argv, parse, name in attempts:
         if entries and all(e.get("arch") for e in entries):
             break
+        if name == "rocm-smi --showproductname" and smi_answered:
+            continue  # the text form only stands in for a --json that failed
         done = runner.run(argv, timeout=COMMAND_TIMEOUT)
         if not done.ok:
-            if not done.not_found:
-                notes.append(f"{name} failed: {done.output.strip().splitlines()[-1:] or 'timed out'}")
+            if done.timed_out:
+                notes.append(f"{name} timed out")
+            elif not done.not_found:
+                notes.append(f"{name} failed: {summary(done.output)}")
             continue
         try:
             parsed = parse(done.stdout)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             notes.append(f"{name} output not understood: {e}")
             continue
+        if name == "rocm-smi":
+            smi_answered = True
         if parsed:
             entries, source = parsed, name
-    if not entries or not all(e.get("arch") for e in entries):
-        kfd = _kfd_entries(root)
-        if kfd:
-            entries, source = kfd, "kfd-sysfs"
+    kfd = _kfd_entries(root)
+    if kfd and (not entries or not all(e.get("arch") for e in entries)):
+        entries, source = kfd, "kfd-sysfs"
+    usable = [e for e in entries if e.get("arch")]
+    if kfd and source != "kfd-sysfs" and any(e.get("memory_gb") is None for e in usable) \
+            and [k["arch"] for k in kfd] == [e["arch"] for e in usable]:
+        usable = [dict(e, memory_gb=e["memory_gb"] if e.get("memory_gb") is not None else k["memory_gb"])
+                  for e, k in zip(usable, kfd)]
+        sources["gpus.memory_gb"] = f"{source}, missing sizes from kfd-sysfs mem_banks"
     gpus = tuple(
-        Gpu(index=i, vendor="amd", name=e["name"], arch=e["arch"], memory_gb=e.get("memory_gb") or 0.0)
-        for i, e in enumerate(x for x in entries if x.get("arch"))
+        Gpu(index=i, vendor="amd", name=e["name"], arch=e["arch"],
+            memory_gb=e["memory_gb"] if e.get("memory_gb") is not None else 0.0)
+        for i, e in enumerate(usable)
     )
+    unknown = [i for i, e in enumerate(usable) if e.get("memory_gb") is None]
     if visible is not None:
-        keep = []
+        keep: list[int] = []
         for tok in visible.split(","):
             tok = tok.strip()
-            if not tok.isdigit() or int(tok) >= len(gpus):
+            if not tok.isdigit() or int(tok) >= len(gpus) or int(tok) in keep:
                 break
-            keep.append(gpus[int(tok)])
-        gpus = tuple(replace(g, index=i) for i, g in enumerate(keep))
+            keep.append(int(tok))
+        unknown = [keep.index(i) for i in unknown if i in keep]
+        gpus = tuple(replace(gpus[k], index=i) for i, k in enumerate(keep))
+    if override and gpus:
+        target = parse_hsa_override(override)
+        if target is None:
+            notes.append(f"HSA_OVERRIDE_GFX_VERSION={override!r} is not major.minor.stepping: ignored")
+        else:
+            changed = [g for g in gpus if g.arch != target]
+            if changed:
+                notes.append(f"HSA_OVERRIDE_GFX_VERSION={override}: the ROCm runtime reports "
+                             + ", ".join(f"GPU {g.index} ({g.arch})" for g in changed) + f" as {target}")
+                sources["gpus.arch"] = f"HSA_OVERRIDE_GFX_VERSION={override} (the GPUs are "
+                sources["gpus.arch"] += ", ".join(sorted({g.arch for g in changed})) + ")"
+                gpus = tuple(replace(g, arch=target) for g in gpus)
+    if unknown:
+        notes.append(f"AMD GPU {', '.join(map(str, unknown))}: memory unknown ({source} gave no size)")
     driver = None
     if gpus:
         version = _amdgpu_driver_version(root) or rocm
         if version:
             driver = Driver("amd", version, rocm=rocm)
-    return AmdReading(gpus, driver, rocm, source, tuple(notes))
+    return AmdReading(gpus, driver, rocm, source, tuple(notes), sources, tuple(unknown))
 
 
-def _rocm_version(runner: Runner, root: Path) -> Optional[str]:
+def _rocm_version(runner: Runner, root: Path) -> tuple[Optional[str], Optional[str]]:
+    """ROCm's version and where it came from: /opt/rocm/.info/version, else ``hipconfig --version``
+    (on PATH: a distribution's ROCm under /usr; else /opt/rocm/bin/hipconfig)."""
     try:
-        return parse_rocm_version_file((root / "opt/rocm/.info/version").read_text())
+        version = parse_rocm_version_file((root / "opt/rocm/.info/version").read_text())
     except OSError:
-        pass
-    if not (root / "opt/rocm").exists():
-        return None
-    done = runner.run(["hipconfig", "--version"], timeout=COMMAND_TIMEOUT)
-    return parse_hipconfig_version(done.stdout) if done.ok else None
+        version = None
+    if version:
+        return version, "/opt/rocm/.info/version"
+    candidates = ["hipconfig"]
+    if (root / "opt/rocm/bin/hipconfig").exists():
+        candidates.append(str(root / "opt/rocm/bin/hipconfig"))
+    for exe in candidates:
+        done = runner.run([exe, "--version"], timeout=COMMAND_TIMEOUT)
+        if done.not_found:
+            continue
+        version = parse_hipconfig_version(done.stdout) if done.ok else None
+        return (version, "hipconfig --version") if version else (None, None)
+    return None, None
 
 
 def _amdgpu_driver_version(root: Path) -> Optional[str]:

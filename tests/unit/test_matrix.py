@@ -128,3 +128,14 @@ def test_a_matrix_file_that_is_not_utf8_or_too_big_is_one_line(broken):
     assert "ranking.toml: cannot read (is UTF-16" in load_error(broken)
     (broken / "ranking.toml").write_bytes(b"# " + b"x" * (1 << 21))
     assert "ranking.toml: cannot read (is 2097154 bytes; at most 1048576 are read)" in load_error(broken)
+
+
+def test_gpu_tables_are_checked(broken):
+    edit(broken, "gpus.toml", ('cc = "7.0"', 'cc = "sm_70"'),
+         ('names = ["Jetson Nano"]', 'names = ["Jetson Nano", "Tesla T4"]'),
+         ('vendor = "amd"\notherwise = true', 'vendor = "amd"\notherwise = true\namd_gfx = ["gfx906"]'))
+    msg = load_error(broken)
+    assert "gpus.toml:" in msg and "field 'cc': 'sm_70' is not a compute capability like 8.6" in msg
+    # "Tesla T4" and "NVIDIA T4" are one name to the lookup: a GPU cannot have two capabilities
+    assert "name 'Tesla T4' is in the 7.5 and the 5.3 rows" in msg
+    assert "give nvidia_sm or amd_gfx, or otherwise = true, not both" in msg

@@ -39,37 +39,51 @@ def test_nvml_reading_h200(fixture_text):
     assert g.memory_gb == pytest.approx(140.4, abs=0.1)
 
 
-def test_nvml_reading_mig_slices_are_reported_as_slices():
-    reading = {
-        "nvmlSystemGetDriverVersion": "550.54.15", "nvmlSystemGetCudaDriverVersion_v2": 12040,
+def _mig_reading(driver: str, gi=(1, 2)):
+    return {
+        "nvmlSystemGetDriverVersion": driver, "nvmlSystemGetCudaDriverVersion_v2": 12040,
         "devices": [{
             "nvmlDeviceGetName": "NVIDIA A100-SXM4-40GB", "nvmlDeviceGetCudaComputeCapability": [8, 0],
             "nvmlDeviceGetMemoryInfo.total": 42949672960, "nvmlDeviceGetUUID": "GPU-aaa",
+            "nvmlDeviceGetMigMode": "[1, 1]",
             "mig_devices": [
-                {"nvmlDeviceGetName": "NVIDIA A100-SXM4-40GB MIG 1g.5gb",
+                {"nvmlDeviceGetName": "NVIDIA A100-SXM4-40GB MIG 1g.5gb", "nvmlDeviceGetGpuInstanceId": gi[0],
                  "nvmlDeviceGetMemoryInfo.total": 5 * 1024**3, "nvmlDeviceGetUUID": "MIG-1"},
-                {"nvmlDeviceGetName": "NVIDIA A100-SXM4-40GB MIG 3g.20gb",
+                {"nvmlDeviceGetName": "NVIDIA A100-SXM4-40GB MIG 3g.20gb", "nvmlDeviceGetGpuInstanceId": gi[1],
                  "nvmlDeviceGetMemoryInfo.total": 20 * 1024**3, "nvmlDeviceGetUUID": "MIG-2"},
             ]}],
     }
-    gpus, driver = parse_nvml_reading(reading)
+
+
+def test_nvml_reading_mig_slices_are_gpus_of_their_own():
+    # NVIDIA MIG user guide, "CUDA Device Enumeration": from R570 one compute instance per GPU instance
+    gpus, driver = parse_nvml_reading(_mig_reading("570.86.15"))
     assert driver.cuda == "12.4"
     assert [g.mig for g in gpus] == [True, True]
     assert [g.memory_gb for g in gpus] == [5.0, 20.0]
-    assert gpus[0].name.endswith("MIG 1g.5gb") and gpus[1].arch == "sm_80"
+    assert gpus[0].name.endswith("MIG 1g.5gb") and gpus[1].arch == "sm_80" and gpus[1].uuid == "MIG-2"
+    same_gi, _ = parse_nvml_reading(_mig_reading("570.86.15", gi=(1, 1)))
+    assert [g.uuid for g in same_gi] == ["MIG-1"]
+
+
+def test_nvml_reading_mig_before_r570_is_one_device_per_process():
+    # ... "With CUDA 11/R450 and CUDA 12/R525, only enumeration of a single MIG instance is supported"
+    gpus, _ = parse_nvml_reading(_mig_reading("550.54.15"))
+    assert [(g.uuid, g.index) for g in gpus] == [("MIG-1", 0)]
 
 
 def test_nvidia_smi_csv_h200_device(fixture_text):
-    gpus, driver = parse_nvidia_smi_csv(fixture_text("nvidia/h200-device/nvidia-smi-query.csv"))
+    # recorded with the six-field query (before mig.mode.current was asked): trailing fields may be missing
+    boards, driver = parse_nvidia_smi_csv(fixture_text("nvidia/h200-device/nvidia-smi-query.csv"))
     assert driver == "580.159.04"
-    assert gpus[0].arch == "sm_90" and gpus[0].uuid.startswith("GPU-")
-    assert gpus[0].memory_gb == pytest.approx(140.4, abs=0.1)
+    assert boards[0].cc == "9.0" and boards[0].uuid.startswith("GPU-") and not boards[0].mig
+    assert boards[0].memory_gb == pytest.approx(140.4, abs=0.1)
 
 
 def test_nvidia_smi_csv_t4_five_columns(fixture_text):
-    gpus, driver = parse_nvidia_smi_csv(fixture_text("nvidia/other/nvidia_smi_query_csv_t4.txt"))
-    assert (gpus[0].name, gpus[0].arch, gpus[0].memory_gb) == ("Tesla T4", "sm_75", 15.0)
-    assert gpus[0].uuid is None and driver == "580.159.04"
+    boards, driver = parse_nvidia_smi_csv(fixture_text("nvidia/other/nvidia_smi_query_csv_t4.txt"))
+    assert (boards[0].name, boards[0].cc, boards[0].memory_gb) == ("Tesla T4", "7.5", 15.0)
+    assert boards[0].uuid is None and driver == "580.159.04"
 
 
 def test_nvidia_smi_csv_rejects_missing_compute_cap():
@@ -86,7 +100,7 @@ def test_nvidia_smi_csv_rejects_missing_compute_cap():
     ("nvidia/other/nvidia-smi_banner_rtx4070_cuda12.4.txt", "12.4"),
 ])
 def test_nvidia_smi_banner(fixture_text, rel, cuda):
-    assert parse_nvidia_smi_banner(fixture_text(rel)) == cuda
+    assert parse_nvidia_smi_banner(fixture_text(rel)).cuda == cuda
 
 
 @pytest.mark.parametrize("rel", ["nvidia/h200-device/nvidia-smi-q.xml", "nvidia/h200-shared/nvidia-smi-q.xml"])

@@ -6,10 +6,10 @@ import json
 import time
 
 from attn_installer.probe import probe_system
-from attn_installer.probe.nvidia import probe_nvidia
+from attn_installer.probe.nvidia import SMI_QUERY, probe_nvidia
 from tests.conftest import FIXTURES, FakeRunner, validate
 
-SMI_CSV = ("nvidia-smi", "--query-gpu=index,name,compute_cap,memory.total,driver_version,uuid")
+SMI_CSV = ("nvidia-smi", f"--query-gpu={SMI_QUERY}")
 
 
 class FakeNvml:
