@@ -40,6 +40,7 @@ __all__ = [
     "ranked",
     "run_bench",
     "save_cached",
+    "untrusted",
 ]
 
 METHOD_ID = hashlib.sha256(b"".join((target.DIR / f).read_bytes() for f in ("attn_bench.py", "attn_calls.py"))
@@ -140,6 +141,38 @@ def _num(v: Any) -> Optional[float]:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+GRADS = ("dq", "dk", "dv")
+
+
+@dataclass(frozen=True)
+class GradCheck:
+    """The gradients of one forward + backward against the fp32 reference's (a smaller run: the
+    first row at ``seq_len`` tokens), or why they could not be checked."""
+
+    status: str
+    """ok (compared, see the numbers), error (the backward or the comparison raised)."""
+    detail: str = ""
+    seq_len: Optional[int] = None
+    rel_err: Mapping[str, float] = field(default_factory=dict)
+    cosine: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Optional[GradCheck]:
+        if not isinstance(obj, dict):
+            return None
+        return cls(status=str(obj.get("status", "error")), detail=str(obj.get("detail") or ""),
+                   seq_len=obj.get("seq_len") if isinstance(obj.get("seq_len"), int) else None,
+                   rel_err={g: float(v) for g in GRADS if (v := _num(obj.get(f"{g}_rel_err"))) is not None},
+                   cosine={g: float(v) for g in GRADS if (v := _num(obj.get(f"{g}_cosine"))) is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "detail": self.detail, "seq_len": self.seq_len}
+        for g in GRADS:
+            out[f"{g}_rel_err"] = self.rel_err.get(g)
+            out[f"{g}_cosine"] = self.cosine.get(g)
+        return out
+
+
 @dataclass(frozen=True)
 class BackendResult:
     backend: str
@@ -147,7 +180,8 @@ class BackendResult:
     """None for the backend as axolotl would call it; cudnn / flash / efficient / math for SDPA forced
     to one kernel."""
     status: str
-    """ok, error, not installed, skipped."""
+    """ok, rejected (measured, but the numbers failed a check: see ``rejected``), error, not installed,
+    skipped."""
     detail: str = ""
     version: Optional[str] = None
     fwd: Optional[Timing] = None
@@ -156,8 +190,17 @@ class BackendResult:
     fwdbwd_tflops: Optional[float] = None
     peak_mem_gib: Optional[float] = None
     max_abs_err: Optional[float] = None
+    rel_err: Optional[float] = None
+    """Relative L2 error of the output (first row) against fp32 attention."""
+    cosine: Optional[float] = None
+    grads: Optional[GradCheck] = None
+    """The forward + backward measurement's gradients against the fp32 reference."""
     kernel: Optional[str] = None
     """SDPA default only: which kernel the default dispatch picked (profiler names), or unknown."""
+    build: Optional[str] = None
+    """Digest of the installed build measured (target/attn_builds.py)."""
+    rejected: tuple[str, ...] = ()
+    """Why the numbers cannot be trusted (error beyond tolerance, faster than the GPU's peak, ...)."""
 
     @property
     def label(self) -> str:
@@ -170,6 +213,7 @@ class BackendResult:
     @classmethod
     def from_obj(cls, obj: Mapping[str, Any]) -> BackendResult:
         variant = obj.get("variant")
+        rejected = obj.get("rejected")
         return cls(
             backend=str(obj.get("backend", "?")), variant=str(variant) if variant else None,
             status=str(obj.get("status", "error")), detail=str(obj.get("detail") or ""),
@@ -177,14 +221,20 @@ class BackendResult:
             fwd=Timing.from_obj(obj.get("fwd_ms")), fwdbwd=Timing.from_obj(obj.get("fwdbwd_ms")),
             fwd_tflops=_num(obj.get("fwd_tflops")), fwdbwd_tflops=_num(obj.get("fwdbwd_tflops")),
             peak_mem_gib=_num(obj.get("peak_mem_gib")), max_abs_err=_num(obj.get("max_abs_err")),
-            kernel=str(obj["kernel"]) if obj.get("kernel") else None)
+            rel_err=_num(obj.get("rel_err")), cosine=_num(obj.get("cosine")),
+            grads=GradCheck.from_obj(obj.get("grads")),
+            kernel=str(obj["kernel"]) if obj.get("kernel") else None,
+            build=str(obj["build"]) if obj.get("build") else None,
+            rejected=tuple(str(x) for x in rejected) if isinstance(rejected, list) else ())
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "variant": self.variant, "status": self.status, "detail": self.detail,
                 "version": self.version, "fwd_ms": self.fwd.to_dict() if self.fwd else None,
                 "fwdbwd_ms": self.fwdbwd.to_dict() if self.fwdbwd else None, "fwd_tflops": self.fwd_tflops,
                 "fwdbwd_tflops": self.fwdbwd_tflops, "peak_mem_gib": self.peak_mem_gib,
-                "max_abs_err": self.max_abs_err, "kernel": self.kernel}
+                "max_abs_err": self.max_abs_err, "rel_err": self.rel_err, "cosine": self.cosine,
+                "grads": self.grads.to_dict() if self.grads else None, "kernel": self.kernel,
+                "build": self.build, "rejected": list(self.rejected)}
 
 
 @dataclass(frozen=True)
@@ -202,6 +252,9 @@ class BenchReport:
     """False when the process timed out or crashed after some results."""
     created: Optional[str] = None
     key: Optional[str] = None
+    judgment: dict[str, Any] = field(default_factory=dict)
+    """How the results were judged (attn_installer/judge.py): the GPU's throughput ceiling and its
+    source, or a note that none is known; empty until judged."""
 
     @property
     def measured(self) -> bool:
@@ -210,7 +263,7 @@ class BenchReport:
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "status": self.status, "detail": self.detail,
                 "created": self.created, "key": self.key, "complete": self.complete, "env": dict(self.env),
-                "config": dict(self.config), "machine": dict(self.machine),
+                "config": dict(self.config), "machine": dict(self.machine), "judgment": dict(self.judgment),
                 "results": [r.to_dict() for r in self.results]}
 
     @classmethod
@@ -218,7 +271,8 @@ class BenchReport:
         return cls(status=str(d["status"]), detail=str(d.get("detail") or ""), env=dict(d.get("env") or {}),
                    results=tuple(BackendResult.from_obj(r) for r in d.get("results") or () if isinstance(r, dict)),
                    config=dict(d.get("config") or {}), machine=dict(d.get("machine") or {}),
-                   complete=bool(d.get("complete", True)), created=d.get("created"), key=d.get("key"))
+                   complete=bool(d.get("complete", True)), created=d.get("created"), key=d.get("key"),
+                   judgment=dict(d.get("judgment") or {}))
 
 
 def parse_bench_output(stdout: str, stderr: str, returncode: int, timed_out: bool,
@@ -270,19 +324,25 @@ def _unfinished(env: Mapping[str, Any], results: Sequence[BackendResult]) -> lis
 # --------------------------------------------------------------------------- cache
 
 
-def machine_facts(facts: Facts, matrix: Matrix) -> dict[str, Any]:
-    """What a measurement depends on besides its shape: GPUs, driver, torch and backend builds."""
-    return {
+def machine_facts(facts: Facts, matrix: Matrix, builds: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+    """What a measurement depends on besides its shape: GPUs, driver, torch and backend versions,
+    and (when known) the digest of each backend's installed build (target/attn_builds.py)."""
+    out: dict[str, Any] = {
         "gpus": [g.name for g in facts.gpus],
         "driver": facts.driver.version if facts.driver else None,
         "torch": facts.torch.version if facts.torch else None,
         "packages": {d: facts.packages[d] for d in versioned(matrix) if d in facts.packages},
     }
+    if builds is not None:
+        out["builds"] = dict(sorted(builds.items()))
+    return out
 
 
-def cache_key(facts: Facts, matrix: Matrix, config: BenchConfig) -> str:
-    blob = json.dumps({"machine": machine_facts(facts, matrix), "config": config.to_dict(), "snippet": METHOD_ID},
-                      sort_keys=True)
+def cache_key(facts: Facts, matrix: Matrix, config: BenchConfig, builds: Optional[Mapping[str, str]] = None) -> str:
+    """The cache entry of a measurement: a reinstall or rebuild of any backend (a new build digest)
+    is measured again, not read back."""
+    blob = json.dumps({"machine": machine_facts(facts, matrix, builds), "config": config.to_dict(),
+                       "snippet": METHOD_ID}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -310,14 +370,20 @@ def save_cached(path: Path, report: BenchReport) -> None:
 
 def find_measured(cache_dir: Path, facts: Facts, matrix: Matrix, workload: str) -> Optional[BenchReport]:
     """The newest cached report measured on this machine (same GPUs, driver, torch and backend
-    builds) that has numbers for the workload's metric; None when there is none."""
+    versions) with an accepted number for the workload's metric, judged; None when there is none.
+    Whether each backend's build is still the one measured is :func:`untrusted`'s question."""
+    from attn_installer.judge import judge  # noqa: PLC0415
+
     metric = "fwd" if workload == "inference" else "fwd+bwd"
     want = machine_facts(facts, matrix)
     best: Optional[BenchReport] = None
     folder = Path(cache_dir) / "bench"
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
         rep = load_cached(path)
-        if rep is None or rep.machine != want or not rep.measured:
+        if rep is None:
+            continue
+        rep = judge(rep, matrix)
+        if {k: v for k, v in rep.machine.items() if k != "builds"} != want or not rep.measured:
             continue
         if not any(r.variant is None and r.ms(metric) is not None for r in rep.results):
             continue
@@ -344,12 +410,43 @@ def where(report: BenchReport) -> str:
     return f"{report.env.get('gpu', 'this GPU')}, {c.get('dtype', '?')} {mode} {shape}"
 
 
-def measured_speeds(report: BenchReport, workload: str, matrix: Matrix,
-                    vendor: Optional[str] = None) -> tuple[MeasuredSpeed, ...]:
+def untrusted(report: BenchReport, builds_now: Mapping[str, str], verified: Mapping[tuple[str, str], str]
+              ) -> dict[str, str]:
+    """backend -> why its measurement must not rank (`plan --measured`): it was measured without a
+    build digest, the build installed now is another one (reinstalled, rebuilt), or that build has
+    no passed verification on the GPU measured. *verified*: (backend, build) -> the status of its
+    verification record on that GPU ("passed", "failed: ...")."""
+    gpu = report.env.get("gpu") or "this GPU"
+    out: dict[str, str] = {}
+    for r in report.results:
+        if r.variant is not None or r.status != "ok":
+            continue
+        now = builds_now.get(r.backend)
+        if r.build is None:
+            out[r.backend] = "measured without a build digest (an older bench): `attn-install bench --rerun`"
+        elif now is None:
+            out[r.backend] = "which build is installed now could not be read"
+        elif now != r.build:
+            out[r.backend] = (f"the installed build changed since it was measured (build {r.build} measured, "
+                              f"{now} installed): `attn-install bench` again")
+        else:
+            status = verified.get((r.backend, r.build))
+            if status != "passed":
+                out[r.backend] = (f"build {r.build} has no passed verification on {gpu}"
+                                  + (f" ({status})" if status else "") + f": `attn-install verify {r.backend}`")
+    return out
+
+
+def measured_speeds(report: BenchReport, workload: str, matrix: Matrix, vendor: Optional[str] = None,
+                    exclude: Optional[Mapping[str, str]] = None) -> tuple[MeasuredSpeed, ...]:
     """The plan's input: one speed per backend for the workload's metric (fwd for inference,
-    fwd+bwd otherwise; SageAttention has no fwd+bwd, so it never ranks for training). On AMD a
-    measurement counts for the backend measured under its name (bench_as: the ROCm flash_attn
-    builds are measured as flash_attention_2)."""
+    fwd+bwd otherwise; SageAttention has no fwd+bwd, so it never ranks for training), from the
+    report judged (a rejected result never ranks) less the backends in *exclude* (:func:`untrusted`).
+    On AMD a measurement counts for the backend measured under its name (bench_as: the ROCm
+    flash_attn builds are measured as flash_attention_2)."""
+    from attn_installer.judge import judge  # noqa: PLC0415
+
+    report = judge(report, matrix)
     metric = "fwd" if workload == "inference" else "fwd+bwd"
     at = where(report)
     on_amd: dict[str, str] = {}
@@ -358,6 +455,8 @@ def measured_speeds(report: BenchReport, workload: str, matrix: Matrix,
             on_amd.setdefault(bk.bench_as, bk.name)
     out = []
     for r in ranked(report, metric):
+        if exclude and r.backend in exclude:
+            continue
         name = on_amd.get(r.backend, r.backend) if vendor == "amd" else r.backend
         ms = r.ms(metric)
         assert ms is not None
@@ -372,18 +471,21 @@ def run_bench(runner: Runner, python: str, config: BenchConfig, matrix: Matrix, 
               timeout: float = BENCH_TIMEOUT) -> BenchReport:
     """Measure in a fresh ``python -I`` from an empty temporary directory (a source checkout in
     the working directory cannot shadow the installed backends)."""
+    from attn_installer.builds import builds_table  # noqa: PLC0415
+    from attn_installer.judge import judge  # noqa: PLC0415
     from attn_installer.verify import call_table  # noqa: PLC0415
 
     by_name = {b.name: b for b in matrix.backends}
     asked = [by_name[n] for n in config.backends if n in by_name]
     program = {**config.to_dict(), "calls": {b.name: call_table(b) for b in asked},
                "distributions": {b.name: list(b.version_from or ((b.distribution,) if b.distribution else ()))
-                                 for b in asked}}
+                                 for b in asked},
+               "builds": builds_table(matrix, (b.name for b in asked))}
     arg = json.dumps(program, sort_keys=True)
     with tempfile.TemporaryDirectory(prefix="attn-install-bench-") as tmp:
         done = runner.run(target.argv(python, "attn_bench", arg), timeout=timeout, cwd=Path(tmp))
     report = parse_bench_output(done.stdout, done.stderr, done.returncode, done.timed_out, timeout)
-    return replace(report, config=config.to_dict())
+    return judge(replace(report, config=config.to_dict()), matrix)
 
 
 def require_ok(report: BenchReport) -> None:

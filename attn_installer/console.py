@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from attn_installer.bench import BenchReport, Timing, ranked, where
+from attn_installer.bench import BackendResult, BenchReport, Timing, ranked, where
 from attn_installer.facts import Facts
 from attn_installer.plan.model import BackendPlan, Plan
 from attn_installer.runner import format_argv
@@ -205,33 +205,52 @@ def _bench_header(report: BenchReport) -> str:
             f"{c.get('warmup', '?')} warm-up + {c.get('repeats', '?')} timed calls, median (min-max)")
 
 
+def _err(r: BackendResult) -> str:
+    """The output's error: relative L2 (and the worst gradient's) when measured, else max abs."""
+    if r.rel_err is None:
+        return _f(r.max_abs_err, ".2e") + ("" if r.max_abs_err is None else " abs")
+    text = _f(r.rel_err, ".1e")
+    if r.grads is not None and r.grads.rel_err:
+        text += f"/{max(r.grads.rel_err.values()):.1e}"
+    return text
+
+
 def render_bench(report: BenchReport) -> str:
-    """The human table; '*' marks the fastest for the workload's metric."""
+    """The human table; '*' marks the fastest accepted result for the workload's metric, a rejected
+    one says why under its numbers."""
     if report.status in ("no_gpu", "no_torch"):
         return f"nothing measured: {report.detail}"
     metric = "fwd" if report.config.get("workload") == "inference" else "fwd+bwd"
     order = ranked(report, metric)
     best = order[0].label if order else None
-    lines = [_bench_header(report), ""]
+    lines = [_bench_header(report)]
+    j = report.judgment
+    if j.get("ceiling_tflops"):
+        lines.append(f"ceiling: {j['ceiling_tflops']:g} TFLOP/s ({j.get('why')}, matrices/gpu_peaks.toml)")
+    elif j.get("note"):
+        lines.append(f"ceiling: none ({j['note']})")
+    lines.append("")
     lines.append(f"{'backend':<26}{'version':<18}{'fwd ms':<22}{'fwd+bwd ms':<24}{'TFLOP/s':<14}"
-                 f"{'peak GiB':<10}{'max err':<10}note")
+                 f"{'peak GiB':<10}{'rel err':<16}note")
     for r in report.results:
         mark = "*" if r.label == best else " "
-        if r.status != "ok":
+        if r.status not in ("ok", "rejected"):
             detail = " ".join(r.detail.replace("\\n", " ").split())
             lines.append(f"{mark}{r.label:<25}{(r.version or '-')[:17]:<18}{r.status}: "
                          f"{detail[:110] + ('...' if len(detail) > 110 else '')}")
             continue
         tf = f"{_f(r.fwd_tflops, '.0f')}/{_f(r.fwdbwd_tflops, '.0f')}"
-        note = f"default kernel: {r.kernel}" if r.kernel else ""
+        note = "REJECTED" if r.status == "rejected" else (f"default kernel: {r.kernel}" if r.kernel else "")
         lines.append(f"{mark}{r.label:<25}{(r.version or '-')[:17]:<18}{_ms(r.fwd):<22}{_ms(r.fwdbwd):<24}{tf:<14}"
-                     f"{_f(r.peak_mem_gib, '.1f'):<10}{_f(r.max_abs_err, '.2e'):<10}{note}".rstrip())
+                     f"{_f(r.peak_mem_gib, '.1f'):<10}{_err(r):<16}{note}".rstrip())
+        for reason in r.rejected:
+            lines.append(f"    rejected: {reason}")
     lines.append("")
     if best is not None:
         lines.append(f"fastest for {report.config.get('workload', 'full')} ({metric}): {best}; "
-                     "`attn-install plan --measured` ranks by these numbers")
+                     "`attn-install plan --measured` ranks by these numbers (rejected ones never)")
     else:
-        lines.append(f"no backend has a {metric} time")
+        lines.append(f"no backend has an accepted {metric} time")
     if not report.complete:
         lines.append(f"incomplete: {report.detail}")
     return "\n".join(lines)

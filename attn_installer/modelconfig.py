@@ -1,6 +1,8 @@
-"""A model's attention shape, from a Hugging Face ``config.json`` on disk (no network).
+"""A model's attention shape, from a Hugging Face ``config.json`` on disk (no network), or from an
+axolotl config that names the model (its ``base_model_config`` / ``base_model``: a local folder, or
+the Hugging Face cache).
 
-Used for the bench shape today; the same reader serves the plan (head dims, KV heads).
+Used for the bench shape and for what `verify` checks (head dims, KV heads, dtype).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any, Mapping, Optional
 
 from attn_installer.errors import UsageError
 
-__all__ = ["SEQ_CAP", "Shape", "parse_model_config", "shape_from_model_config"]
+__all__ = ["SEQ_CAP", "ModelAttention", "Shape", "attention_from_config", "axolotl_model", "find_hf_config",
+           "parse_model_config", "read_json_config", "read_model_attention", "shape_from_model_config"]
 
 SEQ_CAP = 4096
 """A model config's max_position_embeddings is capped here (131072 would take minutes and a
@@ -72,14 +75,131 @@ def parse_model_config(data: Any, where: str) -> dict[str, Any]:
     return out
 
 
-def shape_from_model_config(path: Path) -> dict[str, Any]:
-    """Read and parse a config.json on disk (no network); one-line UsageError when it is bad."""
+def read_json_config(path: Path) -> Any:
+    """A config.json's content; one-line UsageError when it cannot be read or parsed."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise UsageError(f"{path}: cannot read the model config: {e.strerror or e}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except ValueError as e:
         raise UsageError(f"{path}: not valid JSON: {e}") from None
-    return parse_model_config(data, str(path))
+
+
+def shape_from_model_config(path: Path) -> dict[str, Any]:
+    """Read and parse a config.json on disk (no network); one-line UsageError when it is bad."""
+    return parse_model_config(read_json_config(path), str(path))
+
+
+# --------------------------------------------------------------------------- what verify checks
+
+_DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16"}
+
+
+@dataclass(frozen=True)
+class ModelAttention:
+    """The attention a model trains with: what `attn-install verify` checks."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+    """Of Q and K."""
+    head_dim_v: int
+    """Of V (differs for MLA: DeepSeek's (192, 128))."""
+    dtype: Optional[str] = None
+    """bf16 / fp16 from the config's torch_dtype (``dtype`` in transformers 5), None when neither."""
+    source: str = ""
+
+    @property
+    def label(self) -> str:
+        dims = str(self.head_dim) if self.head_dim == self.head_dim_v else f"{self.head_dim}/{self.head_dim_v}"
+        return f"{self.heads} heads, {self.kv_heads} KV heads, head dim {dims}" + (
+            f", {self.dtype}" if self.dtype else "")
+
+
+def attention_from_config(data: Any, where: str) -> ModelAttention:
+    """The attention of a Hugging Face config.json: ``text_config`` for multimodal ones; MLA
+    (``qk_nope_head_dim`` + ``qk_rope_head_dim``, ``v_head_dim``) before an explicit ``head_dim``
+    (transformers sets DeepSeek's head_dim to the rope part alone), then hidden_size / heads."""
+    dtype = None
+    if isinstance(data, dict):
+        dtype = _DTYPES.get(str(data.get("torch_dtype") or data.get("dtype") or "").lower())
+    shape = parse_model_config(data, where)
+    cfg = data if "num_attention_heads" in data else data["text_config"]
+    inner = _DTYPES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "").lower())
+    nope, rope = _field_int(cfg, "qk_nope_head_dim", where), _field_int(cfg, "qk_rope_head_dim", where)
+    d = dv = shape["head_dim"]
+    if nope is not None and rope is not None:
+        d = nope + rope
+        dv = _field_int(cfg, "v_head_dim", where) or d
+    return ModelAttention(heads=shape["heads"], kv_heads=shape["kv_heads"], head_dim=d, head_dim_v=dv,
+                          dtype=dtype or inner, source=where)
+
+
+def read_model_attention(path: Path) -> ModelAttention:
+    return attention_from_config(read_json_config(path), str(path))
+
+
+def find_hf_config(repo: str, env: Mapping[str, str], revision: Optional[str] = None) -> Optional[Path]:
+    """``config.json`` of a Hugging Face model id in the local cache, as huggingface_hub lays it out
+    (no network): HF_HUB_CACHE, else HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub (HF_HOME defaults to
+    $XDG_CACHE_HOME/huggingface, then ~/.cache/huggingface); models--{org}--{name}/refs/{revision}
+    holds the commit, snapshots/{commit}/config.json the file. None when it is not there (another
+    cached revision is never guessed)."""
+    import os  # noqa: PLC0415 - expandvars
+
+    def expand(p: str) -> Path:
+        return Path(os.path.expandvars(os.path.expanduser(p)))
+
+    if env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE"):
+        root = expand(env.get("HF_HUB_CACHE") or env["HUGGINGFACE_HUB_CACHE"])
+    else:
+        home = env.get("HF_HOME") or str(Path(env.get("XDG_CACHE_HOME") or (env.get("HOME", "~") + "/.cache"))
+                                         / "huggingface")
+        root = expand(home) / "hub"
+    folder = root / ("models--" + "--".join(repo.strip("/").split("/")))
+    rev = revision or "main"
+    commit = rev
+    if not (len(rev) == 40 and all(ch in "0123456789abcdef" for ch in rev)):
+        try:
+            commit = (folder / "refs" / rev).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+    path = folder / "snapshots" / commit / "config.json"
+    return path if path.is_file() else None
+
+
+def axolotl_model(path: Path, env: Mapping[str, str]) -> tuple[Optional[ModelAttention], Optional[str], str]:
+    """From an axolotl config: the model's attention (its config.json: ``base_model_config`` or
+    ``base_model`` as a local folder, else from the Hugging Face cache at ``revision_of_model``), the
+    dtype it trains in (``bf16: true / auto`` -> bf16, ``fp16: true`` -> fp16) and a note when the
+    model's config.json is not on this machine. UsageError when the file cannot be read."""
+    from ruamel.yaml import YAML  # noqa: PLC0415
+    from ruamel.yaml.error import YAMLError  # noqa: PLC0415
+
+    try:
+        data = YAML(typ="safe").load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the axolotl config: {e.strerror or e}") from None
+    except YAMLError as e:
+        raise UsageError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: not a YAML mapping (expected an axolotl config)")
+    dtype = None
+    if data.get("bf16") in (True, "auto", "true", "True"):
+        dtype = "bf16"
+    elif data.get("fp16") in (True, "true", "True"):
+        dtype = "fp16"
+    name = data.get("base_model_config") or data.get("base_model")
+    if not name or not isinstance(name, str):
+        return None, dtype, f"{path} names no base_model"
+    local = Path(name).expanduser()
+    if local.is_dir():
+        cfg: Optional[Path] = local / "config.json" if (local / "config.json").is_file() else None
+    else:
+        rev = data.get("revision_of_model")
+        cfg = find_hf_config(name, env, str(rev) if rev else None)
+    if cfg is None:
+        return None, dtype, f"config.json of {name} is not on this machine (local folder or Hugging Face cache)"
+    return read_model_attention(cfg), dtype, ""

@@ -92,8 +92,12 @@ class App:
     # ------------------------------------------------------------------ measured speeds
 
     def measured(self, facts: Facts, workload: str, *, quiet: bool) -> tuple[MeasuredSpeed, ...]:
-        """Speeds from the newest cached bench of this machine, or () with a note on stderr."""
-        from attn_installer.bench import find_measured, measured_speeds  # noqa: PLC0415
+        """Speeds from the newest cached bench of this machine, judged, for the backends whose
+        installed build is the one measured and passed verification on that GPU; () with a note on
+        stderr when there is no bench. Each result left out is said (unless *quiet*)."""
+        from attn_installer.bench import find_measured, measured_speeds, untrusted  # noqa: PLC0415
+        from attn_installer.builds import current_builds  # noqa: PLC0415
+        from attn_installer.verify import record_status  # noqa: PLC0415
 
         matrix = self.matrix()
         report = find_measured(self.paths.cache, facts, matrix, workload)
@@ -102,8 +106,24 @@ class App:
                 self.say("no `attn-install bench` result for this GPU, driver, torch and backend versions "
                          f"in {self.paths.cache}: using the static ranking (run `attn-install bench` first)")
             return ()
+        ok = [r for r in report.results if r.variant is None and r.status == "ok"]
+        builds = current_builds(self.runner(), facts.python.executable or "python", matrix,
+                                [r.backend for r in ok]) if ok else {}
+        gpu = str(report.env.get("gpu") or "")
+        verified: dict[tuple[str, str], str] = {}
+        for r in ok:
+            status = record_status(self.paths.cache, r.backend, r.build, gpu) if r.build else None
+            if r.build and status:
+                verified[(r.backend, r.build)] = status
+        skip = untrusted(report, builds, verified)
+        if not quiet:
+            for r in report.results:
+                if r.variant is None and r.status == "rejected":
+                    self.say(f"not ranked by measurement: {r.backend}: rejected: {r.detail}")
+            for name, why in skip.items():
+                self.say(f"not ranked by measurement: {name}: {why}")
         vendor = facts.gpus[0].vendor if facts.gpus else None
-        return measured_speeds(report, workload, matrix, vendor)
+        return measured_speeds(report, workload, matrix, vendor, exclude=skip)
 
     def context(self) -> dict[str, Any]:
         return {"app": self}

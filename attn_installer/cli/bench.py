@@ -1,4 +1,5 @@
-"""`attn-install bench`: measure the installed backends on this GPU, cached; `plan --measured` ranks by it."""
+"""`attn-install bench`: measure the installed backends on this GPU, judge the numbers, cache them per
+installed build; `plan --measured` ranks by the accepted ones of verified builds."""
 
 from __future__ import annotations
 
@@ -60,17 +61,23 @@ def bench(app: App, backends: tuple[str, ...], model_config: Optional[Path], hea
     facts = app.probe(python)
     if dtype is None:
         dtype = "fp16" if bf16(facts) is False else "bf16"
+    from attn_installer.builds import current_builds  # noqa: PLC0415
+    from attn_installer.judge import judge  # noqa: PLC0415
+
     config = b.BenchConfig(shape=shape, dtype=dtype, causal=causal, packed=packed, workload=workload,
                            backends=names, warmup=warmup, repeats=repeats)
-    key = b.cache_key(facts, matrix, config)
+    exe = facts.python.executable or "python"
+    builds = current_builds(app.runner(), exe, matrix, names)
+    key = b.cache_key(facts, matrix, config, builds)
     path = b.cache_path(app.paths.cache, key)
     report = None if rerun else b.load_cached(path)
     if report is not None:
+        report = judge(report, matrix)
         app.say(f"cached result of {report.created} ({path}); --rerun measures again")
     else:
         app.say(f"measuring {', '.join(names)} at {shape.label} {dtype} (one process, timeout {timeout:g} s) ...")
-        report = b.run_bench(app.runner(), facts.python.executable or "python", config, matrix, timeout=timeout)
-        report = replace(report, machine=b.machine_facts(facts, matrix), key=key,
+        report = b.run_bench(app.runner(), exe, config, matrix, timeout=timeout)
+        report = replace(report, machine=b.machine_facts(facts, matrix, builds), key=key,
                          created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         if report.measured and report.complete:
             b.save_cached(path, report)

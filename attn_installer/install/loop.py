@@ -26,6 +26,7 @@ from packaging.version import Version
 
 from attn_installer import commands
 from attn_installer.errors import InstallError, InstallInterruptedError, StepFailedError
+from attn_installer.facts import Gpu
 from attn_installer.install import wheelcache
 from attn_installer.install.backup import Rollback, rollback_state
 from attn_installer.install.diagnose import explain, find_hint, pinned_moves
@@ -37,7 +38,7 @@ from attn_installer.matrix import Matrix
 from attn_installer.paths import Paths
 from attn_installer.plan.model import BackendPlan, Step, TargetProgram
 from attn_installer.runner import Completed, Runner
-from attn_installer.verify import VerifyResult, verify_backend
+from attn_installer.verify import DEFAULT_HEAD_DIMS, VerifyResult, per_gpu_model, save_record, verify_backend
 
 __all__ = ["Options", "Outcome", "Services", "StepRecord", "install_backend"]
 
@@ -65,7 +66,9 @@ class Options:
     python: str
     verify: bool = True
     dtype: str = "bf16"
-    head_dim: int = 128
+    head_dims: tuple[int, ...] = DEFAULT_HEAD_DIMS
+    gpus: tuple[Gpu, ...] = ()
+    """The GPUs visible: verification runs once on each distinct model."""
     lock_wait: float = 600.0
     wheelhouse: Optional[Path] = None
     offline: bool = False
@@ -327,27 +330,44 @@ class _Loop:
         return names
 
     def verify(self) -> None:
+        """Verify on one GPU of each distinct model visible (a mixed host checks each arch); each
+        verdict is recorded for the installed build."""
         bp, opts = self.bp, self.opts
-        self.say(f"verifying {bp.name} (forward + backward against fp32 attention) ...")
         import os  # noqa: PLC0415
+        from datetime import datetime, timezone  # noqa: PLC0415
 
-        env = {**os.environ, **bp.runtime_env} if bp.runtime_env else None
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        results: list[tuple[str, VerifyResult]] = []
         hub = self.out.hub
-        if hub is not None:  # the kernel as an offline node loads it: from the cache, by its commit
-            env = {**(env or os.environ), "HF_HUB_OFFLINE": "1", "KERNELS_CACHE": str(hub["cache"])}
-        res = verify_backend(self.svc.runner, opts.python, self.svc.matrix.backend(bp.name), dtype=opts.dtype,
-                             head_dim=opts.head_dim, env=env,
-                             hub=f"{hub['repo']}@{hub['revision']}" if hub is not None else None)
-        self.out.verify = res
-        if not res.ok:
-            raise _Failed(f"verification of {bp.name} failed: {res.detail}", find_hint(res.detail, self.svc.matrix, {}))
+        for label, extra in per_gpu_model(opts.gpus, os.environ):
+            on = f" on {label}" if label else ""
+            self.say(f"verifying {bp.name}{on} (forward + backward against fp32 attention: GQA, MQA, packed) ...")
+            env = {**os.environ, **bp.runtime_env, **extra} if bp.runtime_env or extra else None
+            if hub is not None:  # the kernel as an offline node loads it: from the cache, by its commit
+                env = {**(env or os.environ), "HF_HUB_OFFLINE": "1", "KERNELS_CACHE": str(hub["cache"])}
+            res = verify_backend(self.svc.runner, opts.python, self.svc.matrix.backend(bp.name), dtype=opts.dtype,
+                                 head_dims=opts.head_dims, env=env,
+                                 hub=f"{hub['repo']}@{hub['revision']}" if hub is not None else None)
+            if hub is None:
+                save_record(self.svc.paths.cache, res, created)
+            results.append((label, res))
+            if not res.ok:
+                self.out.verify = res
+                raise _Failed(f"verification of {bp.name}{on} failed: {res.detail}",
+                              find_hint(res.detail, self.svc.matrix, {}))
         for other in (b for b in self.svc.matrix.backends
                       if b.distribution and canonical(b.distribution) in self.shadowed):
             self.say(f"verifying {other.name} too (its files were reinstalled after {bp.distribution}'s) ...")
-            again = verify_backend(self.svc.runner, opts.python, other, dtype=opts.dtype, head_dim=opts.head_dim)
+            again = verify_backend(self.svc.runner, opts.python, other, dtype=opts.dtype, head_dims=opts.head_dims)
             if not again.ok:
                 raise _Failed(f"{other.name} no longer works after installing {bp.name}: {again.detail}",
                               find_hint(again.detail, self.svc.matrix, {}))
+        if len(results) == 1:
+            self.out.verify = results[0][1]
+            return
+        first = results[0][1]
+        self.out.verify = VerifyResult(bp.name, first.status, "; ".join(f"{label}: {r.detail}" for label, r in results),
+                                       {"gpus": [{"gpu": label, **r.to_dict()} for label, r in results]})
 
     def guarded_rollback(self, before: EnvState) -> dict[str, Any]:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -254,7 +254,7 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
     outcomes: list[Outcome] = []
     failure: Optional[StepFailedError] = None
     opts = Options(python=exe, verify=req.verify and not req.build_only, dtype=plan.dtype or "bf16",
-                   lock_wait=req.lock_wait, wheelhouse=req.wheelhouse, offline=req.offline,
+                   gpus=facts.gpus, lock_wait=req.lock_wait, wheelhouse=req.wheelhouse, offline=req.offline,
                    export_wheelhouse=req.export, build_only=req.build_only)
     for bp in plans:
         outcome, failure = _walk_routes(bp, req, host, svc, opts, exe)

@@ -32,7 +32,7 @@ else:  # pragma: no cover - exercised on 3.9 / 3.10
 __all__ = ["MATRIX_FILES", "ArchSpec", "Backend", "Matrix", "default_matrix_dir", "load_matrix"]
 
 MATRIX_FILES = ("backends.toml", "torch.toml", "flash_attn_wheels.toml", "sources.toml", "axolotl.toml",
-                "ranking.toml", "hints.toml", "routes.toml", "gpus.toml")
+                "ranking.toml", "hints.toml", "routes.toml", "gpus.toml", "gpu_peaks.toml")
 MAX_FILE_BYTES = 1 << 20
 _ARCH = re.compile(r"^sm_\d{2,3}$")
 _GFX = re.compile(r"^gfx[0-9a-f]{3,4}$")
@@ -214,6 +214,8 @@ _OVERRIDES: dict[tuple[str, str], c.Check] = {
     ("GpuCapability", "names"): lambda v: _nonempty(c.strings(v)),
     ("SdpaKernel", "vendor"): c.one_of(("nvidia", "amd")),
     ("SdpaKernel", "amd_gfx"): _gfx_list,
+    ("GpuPeak", "name_pattern"): c.regex,
+    ("GpuPeak", "confidence"): c.one_of(("high", "medium", "low")),
 }
 _NOT_IN_TOML = {"directory"}
 
@@ -410,6 +412,7 @@ def _load_cached(directory: Path) -> Matrix:
         "explains": tuple(f.rows("hints.toml", "explain", m.Explain, "name")),
         "route_kinds": tuple(f.rows("routes.toml", "kind", m.RouteKindRow, "kind")),
         "bench_order": bench_order,
+        "gpu_peaks": tuple(f.rows("gpu_peaks.toml", "gpu", m.GpuPeak, "name")),
         "directory": directory,
     }
     _cross_checks(f, backends, sources, matrix_fields, known)

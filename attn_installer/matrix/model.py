@@ -17,7 +17,7 @@ __all__ = [
     "ArchSpec", "Backend", "BuildDefaults", "CallSpec", "CudaDriver", "Explain", "Fa3Trims", "FlashAttnRelease",
     "Hint", "HostCompiler", "LegacyFlag", "Matrix", "Prepare", "RankRow", "RetiredFlag", "RouteKindRow",
     "SourceBuild", "TorchBuild", "AttnImplValues", "IndexWheel", "FarmWheel", "AxolotlKeys", "EnvIf", "TorchRelease",
-    "RocmBuild", "GpuCapability", "SdpaKernel", "gpu_name_key",
+    "RocmBuild", "GpuCapability", "GpuPeak", "SdpaKernel", "gpu_name_key",
 ]
 
 
@@ -468,6 +468,35 @@ class RouteKindRow:
 
 
 @dataclass(frozen=True)
+class GpuPeak:
+    """A GPU model's dense tensor peak (matrices/gpu_peaks.toml): the ceiling a measured
+    throughput cannot pass."""
+
+    name: str
+    name_pattern: str
+    """Searched (case-insensitive) in the device name torch reports; the first matching row wins."""
+    bf16_tflops: float
+    fp16_tflops: float
+    confidence: str
+    source: str
+    fp16_acc16_tflops: float = 0.0
+    """GeForce: FP16 with FP16 accumulate, twice the FP32-accumulate rate (0: same as fp16_tflops)."""
+    sparse_quoted: float = 0.0
+    package_tflops: float = 0.0
+
+    def ceiling(self, dtype: str) -> tuple[float, str]:
+        """The highest TFLOP/s a *dtype* kernel can reach here, and how it was chosen. A dtype
+        without tensor cores (bf16 on Turing / Volta: 0) is judged against the other dtype's rate,
+        which is higher than anything it can run at."""
+        fp16 = max(self.fp16_tflops, self.fp16_acc16_tflops)
+        own = self.bf16_tflops if dtype == "bf16" else fp16
+        if own > 0:
+            return own, f"dense {dtype} peak of the {self.name}"
+        return max(self.bf16_tflops, fp16), (f"the {self.name} has no {dtype} tensor cores: judged against "
+                                             "its fastest tensor rate")
+
+
+@dataclass(frozen=True)
 class Matrix:
     backends: tuple[Backend, ...]
     cuda_drivers: tuple[CudaDriver, ...]
@@ -508,6 +537,7 @@ class Matrix:
     route_kinds: tuple[RouteKindRow, ...]
     bench_order: tuple[str, ...]
     """Backends `attn-install bench` measures, in this order."""
+    gpu_peaks: tuple[GpuPeak, ...]
     directory: Path
 
     def backend(self, name: str) -> Backend:
@@ -539,6 +569,12 @@ class Matrix:
     def recorded_distributions(self) -> frozenset[str]:
         """What the probe records: the pinned ones, every backend's distribution, the watched ones."""
         return frozenset((*self.pinned, *self.watched, *(b.distribution for b in self.backends if b.distribution)))
+
+    def peak_for(self, gpu_name: str) -> Optional[GpuPeak]:
+        """The first gpu_peaks row whose pattern is found in *gpu_name* (torch's device name)."""
+        import re  # noqa: PLC0415
+
+        return next((p for p in self.gpu_peaks if re.search(p.name_pattern, gpu_name, re.IGNORECASE)), None)
 
     def bench_aliases(self) -> dict[str, str]:
         """Short name -> backend, for `bench --backends fa3,flex`."""

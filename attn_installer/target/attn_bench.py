@@ -17,7 +17,10 @@ median, min and max in ms. FLOPs: 4*B*H*S*S*D for the forward (two matmuls), hal
 causal (per document when packed), 3.5x the forward for forward+backward (FA2 paper convention).
 Peak memory: torch.cuda.max_memory_allocated over the backend's runs, inputs included.
 Error: of the output over the first sequence (batch element 0 / the first packed row) against fp32
-attention (attn_calls.reference); with a backward, of dq, dk, dv too (a smaller second run).
+attention (attn_calls.reference): relative L2 error, cosine and max abs error; with a backward, of
+dq, dk, dv too, in a smaller second run (the first row at up to GRAD_CHECK_SEQ tokens, the same
+call). attn-install judges these numbers (attn_installer/judge.py) before it ranks anything.
+Each result carries "build", the digest of the backend's installed files (attn_builds.py).
 How each backend is called (layout, GQA, varlen entry point) is its ``call`` entry of
 matrices/backends.toml, passed in "calls"; the layout change happens before timing.
 """
@@ -28,9 +31,9 @@ import time
 
 # The math kernel materialises a B*H*S*S score matrix (and more for backward): skip it above this.
 MATH_LIMIT_BYTES = 2 << 30
-GRAD_CHECK_TOKENS = 1 << 21
-"""Gradients are checked on the first row only, and only when B*S*S stays below this (the fp32
-reference keeps the S x S scores of every head for its backward)."""
+GRAD_CHECK_SEQ = 1024
+"""Gradients are checked on the first row at up to this many tokens (the fp32 reference keeps the
+S x S scores of every head for its backward)."""
 
 
 def emit(kind, **fields):
@@ -84,7 +87,7 @@ class Bench:
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.get("dtype", "bf16")]
         if self.H % self.KV:
             raise ValueError(f"heads {self.H} is not a multiple of kv_heads {self.KV}")
-        self.docs = self.doc_lengths()
+        self.docs = self.doc_lengths(self.S)
         gen = torch.Generator(device="cuda").manual_seed(0)
         shape_q, shape_kv = (self.B, self.S, self.H, self.D), (self.B, self.S, self.KV, self.D)
         self.q = torch.randn(shape_q, device="cuda", dtype=self.dtype, generator=gen)
@@ -93,12 +96,12 @@ class Bench:
         docs = self.docs if self.packed else None
         self.ref = calls.reference(torch, self.q, self.k, self.v, self.causal, docs=docs, rows=[0])
 
-    def doc_lengths(self):
+    def doc_lengths(self, seq):
         """Per packed row: documents of S/2, S/4, S/8 and the rest (4 per row)."""
         if not self.packed:
-            return [self.S]
-        a, b, c = self.S // 2, self.S // 4, self.S // 8
-        return [n for n in (a, b, c, self.S - a - b - c) if n > 0]
+            return [seq]
+        a, b, c = seq // 2, seq // 4, seq // 8
+        return [n for n in (a, b, c, seq - a - b - c) if n > 0]
 
     def flops_fwd(self):
         per_row = sum((n * n) / (2 if self.causal else 1) for n in self.docs)
@@ -174,7 +177,46 @@ class Bench:
             res["fwdbwd_tflops"] = 3.5 * fwd_flops / (res["fwdbwd_ms"]["median"] * 1e-3) / 1e12
         torch.cuda.synchronize()
         res["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        if backward:
+            q.grad = k.grad = v.grad = None
+            try:
+                res["grads"] = self.grad_check(ad.spec, wrap)
+            except Exception as e:
+                res["grads"] = {"status": "error", "detail": short(e)}
         return res
+
+    def grad_check(self, spec, wrap=None):
+        """dq, dk, dv of the same call against the fp32 reference's gradients, on the first row at
+        up to GRAD_CHECK_SEQ tokens (leaves in bshd, so a GQA reduction back to the KV heads is
+        part of what is checked)."""
+        torch, calls = self.torch, self.calls
+        s = min(self.S, GRAD_CHECK_SEQ)
+        docs = self.doc_lengths(s) if self.packed else None
+        ad = calls.Adapter(torch, spec, self.causal, self.H, self.KV, docs=docs, batch=1, seq=s)
+        q, k, v = (t[:1, :s].detach().clone().requires_grad_(True) for t in (self.q, self.k, self.v))
+        gen = torch.Generator(device="cuda").manual_seed(2)
+        g = torch.randn(1, s, self.H, self.D, device="cuda", dtype=self.dtype, generator=gen)
+        call = ad.varlen_call if self.packed else ad.call
+        if wrap is not None:
+            call = wrap(call)
+        if self.packed:
+            def pack(t):
+                return t.reshape(s, t.shape[2], self.D)
+            o = ad.varlen_to_thd(call(*ad.varlen_native(pack(q), pack(k), pack(v)))).reshape(1, s, self.H, self.D)
+        else:
+            o = ad.to_bshd(call(*ad.native(q, k, v)))
+        o.backward(g)
+        leaves = [t.detach().float().requires_grad_(True) for t in (q, k, v)]
+        ref = calls.reference(torch, *leaves, self.causal, docs=docs)
+        ref.backward(g.float())
+        out = {"status": "ok", "detail": "", "seq_len": s}
+        for name, t, rt in zip(("dq", "dk", "dv"), (q, k, v), leaves):
+            if t.grad is None:
+                raise RuntimeError(f"no gradient reached {name[1]}")
+            m = calls.compare(torch, t.grad, rt.grad)
+            out[f"{name}_rel_err"], out[f"{name}_cosine"] = m["rel_err"], m["cosine"]
+        torch.cuda.synchronize()
+        return out
 
     # SDPA --------------------------------------------------------------------
 
@@ -251,17 +293,10 @@ class Bench:
 
 
 def classify_kernel(names):
-    """cudnn / flash / efficient / math / unknown from profiler event names (op or kernel)."""
-    low = " ".join(names).lower()
-    if "cudnn" in low:
-        return "cudnn"
-    if "flash" in low:
-        return "flash"
-    if "efficient" in low or "fmha" in low or "cutlass" in low:
-        return "efficient"
-    if "attention_math" in low or "_math" in low:
-        return "math"
-    return "unknown"
+    """cudnn / flash / efficient / math / unknown from profiler event names (attn_calls has the rule)."""
+    import attn_calls
+
+    return attn_calls.classify_kernel(names)
 
 
 def main(argv):
@@ -295,6 +330,14 @@ def main(argv):
     emit("env", status="ok", detail="", shape=bench.shape(), dtype=cfg.get("dtype", "bf16"), backends=backends,
          warmup=bench.warmup, repeats=bench.repeats, **env)
     dists = cfg.get("distributions") or {}
+    builds = cfg.get("builds") or {}
+    try:
+        import attn_builds
+
+        installed = attn_builds.distributions()
+    except Exception as e:  # the digest is a label: a failure to read it costs the ranking, not the run
+        log(f"cannot read the installed builds: {short(e)}")
+        attn_builds, installed = None, {}
     for name in backends:
         log(f"measuring {name} ...")
         t0 = time.monotonic()
@@ -303,6 +346,8 @@ def main(argv):
             base["version"] = dist_version(name, torch, dists.get(name, ()))
         except Exception:  # noqa: S110 - the version is a label only
             pass
+        if attn_builds is not None and name in builds:
+            base["build"] = attn_builds.build_digest(builds[name], installed)
         try:
             spec = calls_table.get(name)
             if spec is None:

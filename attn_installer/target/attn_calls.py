@@ -15,7 +15,8 @@ adapters in one layout, bshd (batch, seq, heads, head_dim); packed (varlen) inpu
 import importlib
 import math
 
-__all__ = ["Adapter", "NotInstalled", "compare", "cu_seqlens", "doc_ids", "first", "import_module", "reference"]
+__all__ = ["Adapter", "NotInstalled", "classify_kernel", "compare", "cu_seqlens", "doc_ids", "first", "import_module",
+           "ran_kernels", "reference"]
 
 
 class NotInstalled(Exception):
@@ -116,6 +117,41 @@ def compare(torch, out, ref):
     rel = float((o - r).norm() / norm) if float(norm) > 0 else float((o - r).norm())
     cos = float(torch.nn.functional.cosine_similarity(o, r, dim=0)) if float(norm) > 0 else 0.0
     return {"rel_err": rel, "cosine": cos, "max_abs_err": float((o - r).abs().max())}
+
+
+def classify_kernel(names):
+    """SDPA: cudnn / flash / efficient / math / unknown from profiler event names (op or kernel)."""
+    low = " ".join(names).lower()
+    if "cudnn" in low:
+        return "cudnn"
+    if "flash" in low:
+        return "flash"
+    if "efficient" in low or "fmha" in low or "cutlass" in low:
+        return "efficient"
+    if "attention_math" in low or "_math" in low:
+        return "math"
+    return "unknown"
+
+
+def ran_kernels(torch, fn):
+    """Run *fn* once under torch.profiler: (every event name, the GPU kernels by time spent, longest
+    first). The names say which kernel actually ran (SDPA's dispatch, a backend's own extension)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = []
+    spent: dict = {}
+    for e in prof.events():
+        name = str(e.name)
+        names.append(name)
+        if str(getattr(e, "device_type", "")).upper().endswith(("CUDA", "PRIVATEUSE1", "HIP")):
+            t = getattr(e, "device_time", None)
+            if t is None:
+                t = getattr(e, "cuda_time", 0.0)
+            spent[name] = spent.get(name, 0.0) + float(t or 0.0)
+    return names, [n for n, _ in sorted(spent.items(), key=lambda x: -x[1])]
 
 
 # --------------------------------------------------------------------------- adapters

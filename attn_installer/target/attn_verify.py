@@ -4,13 +4,19 @@ attn-install runs this file in a fresh ``python -I`` from an empty temporary dir
 in the working directory cannot shadow the installed package) with a timeout:
 
     python attn_verify.py '{"backend": "flash_attention_2", "call": {...}, "dtype": "bf16",
-                            "cases": [{"name": "causal", "batch": 2, "seq": 512, "heads": 8,
-                                       "kv_heads": 8, "head_dim": 128, "causal": true}], ...}'
+                            "cases": [{"name": "gqa causal h8/kv2 d128", "batch": 2, "seq": 256,
+                                       "heads": 8, "kv_heads": 2, "head_dim": 128, "causal": true,
+                                       "docs": [37, 91, 128]}, ...],
+                            "rel_tol": 0.02, "min_cosine": 0.999, "build_dists": ["flash-attn", "torch"]}'
 
-and reads the one JSON line it prints: status passed / failed / skipped, a detail, and per case
-the errors of the output and of dq, dk, dv. It catches the false successes users hit: an import
-that works and a kernel that returns garbage, a compiled extension that did not load (the backend
-silently falls back), SDPA with no fused kernel (every call runs math), a forward-only kernel.
+and reads the one JSON line it prints: status passed / failed / skipped, a detail, the digest of
+the build checked ("build", attn_builds.py), and per case (each in its own try, so a failure names
+its case) the errors of the output and of dq, dk, dv and the GPU kernels the call ran (profiler;
+for SDPA which of its kernels). ``docs`` makes a case packed: the varlen (cu_seqlens) entry point
+over documents of those lengths in every row; ``head_dim_v`` a V head dim of its own (MLA).
+It catches the false successes users hit: an import that works and a kernel that returns garbage,
+a compiled extension that did not load (the backend silently falls back), SDPA with no fused kernel
+(every call runs math), a forward-only kernel, a backward wrong only for GQA or only when packed.
 No GPU: "skipped", never "passed". Runs on Python >= 3.9; imports nothing from attn_installer.
 """
 
@@ -65,27 +71,44 @@ def import_backend(out, spec):
     return False, []
 
 
-def run_case(torch, calls, spec, case, dtype, tol, min_cos, alt=None):
-    """One case: the backend's output (and dq, dk, dv) against the fp32 reference."""
+def run_case(torch, calls, spec, case, dtype, tol, min_cos, alt=None, kernel=False):
+    """One case: the backend's output (and dq, dk, dv) against the fp32 reference; with *kernel*,
+    also which GPU kernel the call ran (torch.profiler; SDPA: which of its kernels)."""
     b, s, h, kv, d = case["batch"], case["seq"], case["heads"], case["kv_heads"], case["head_dim"]
+    dv = case.get("head_dim_v") or d
     causal, docs = case.get("causal", True), case.get("docs")
     backward = case.get("backward", True) and spec.get("backward", True)
     gen = torch.Generator(device="cuda").manual_seed(case.get("seed", 0))
     q = torch.randn(b, s, h, d, device="cuda", dtype=dtype, generator=gen).requires_grad_(backward)
     k = torch.randn(b, s, kv, d, device="cuda", dtype=dtype, generator=gen).requires_grad_(backward)
-    v = torch.randn(b, s, kv, d, device="cuda", dtype=dtype, generator=gen).requires_grad_(backward)
-    g = torch.randn(b, s, h, d, device="cuda", dtype=dtype, generator=gen)
+    v = torch.randn(b, s, kv, dv, device="cuda", dtype=dtype, generator=gen).requires_grad_(backward)
+    g = torch.randn(b, s, h, dv, device="cuda", dtype=dtype, generator=gen)
     ad = calls.Adapter(torch, spec if alt is None else dict(spec, function=alt), causal, h, kv, docs=docs,
                        batch=b, seq=s)
     if docs:
         def pack(t):
-            return t.reshape(b * s, t.shape[2], d)
-        o = ad.varlen_to_thd(ad.varlen_call(*ad.varlen_native(pack(q), pack(k), pack(v)))).reshape(b, s, h, d)
+            return t.reshape(b * s, t.shape[2], t.shape[3])
+
+        def forward():
+            return ad.varlen_to_thd(ad.varlen_call(*ad.varlen_native(pack(q), pack(k), pack(v)))).reshape(b, s, h, dv)
     else:
-        o = ad.to_bshd(ad.call(*ad.native(q, k, v)))
+        def forward():
+            return ad.to_bshd(ad.call(*ad.native(q, k, v)))
+    o = forward()
+    res = {"name": case.get("name", "case")}
+    if kernel:
+        try:  # with grad enabled like the call above: a compiled backend (flex) is not compiled again
+            names, kernels = calls.ran_kernels(torch, forward)
+            if spec.get("convention") == "sdpa":
+                res["kernel"] = calls.classify_kernel(names)
+            res["kernels"] = [n[:120] for n in kernels[:3]]
+        except Exception as e:
+            res["kernel_detail"] = short(e)
+    if tuple(o.shape) != (b, s, h, dv):
+        res.update(status="failed", wrong="output", error=f"output shape {tuple(o.shape)}, expected {(b, s, h, dv)}")
+        return False, res
     leaves = [t.detach().float().requires_grad_(backward) for t in (q, k, v)]
     ref = calls.reference(torch, *leaves, causal, docs=docs)
-    res = {"name": case.get("name", "case")}
     m = calls.compare(torch, o, ref)
     res.update(out_rel_err=m["rel_err"], out_cosine=m["cosine"])
     ok = m["rel_err"] < tol and m["cosine"] > min_cos
@@ -93,6 +116,12 @@ def run_case(torch, calls, spec, case, dtype, tol, min_cos, alt=None):
         o.backward(g)
         ref.backward(g.float())
         for name, t, rt in zip("qkv", (q, k, v), leaves):
+            if t.grad is None or tuple(t.grad.shape) != tuple(t.shape):
+                got = None if t.grad is None else tuple(t.grad.shape)
+                res.setdefault("wrong", f"d{name}")
+                res.setdefault("error", f"d{name} shape {got}, expected {tuple(t.shape)}")
+                ok = False
+                continue
             gm = calls.compare(torch, t.grad, rt.grad)
             res[f"d{name}_rel_err"], res[f"d{name}_cosine"] = gm["rel_err"], gm["cosine"]
             if not (gm["rel_err"] < tol * 2 and gm["cosine"] > min_cos):
@@ -103,6 +132,35 @@ def run_case(torch, calls, spec, case, dtype, tol, min_cos, alt=None):
     torch.cuda.synchronize()
     res["status"] = "passed" if ok else "failed"
     return ok, res
+
+
+def allow_recompiles(torch, n):
+    """Every case of a compiled backend (flex) is a new shape or mask for torch.compile; past
+    dynamo's recompile limit (8) it would run the uncompiled reference path and verify nothing of the
+    kernel training runs."""
+    try:
+        import torch._dynamo as dynamo
+
+        for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                     "accumulated_cache_size_limit"):
+            if hasattr(dynamo.config, name):
+                setattr(dynamo.config, name, max(int(getattr(dynamo.config, name)), n))
+    except Exception:  # noqa: S110 - an older torch without these knobs compiles as it does
+        pass
+
+
+def run_cases(torch, calls, spec, cases, dtype, tol, min_cos):
+    """Every case in its own try: one that raises fails with its error, the others still run."""
+    results = []
+    for case in cases:
+        try:
+            results.append(run_case(torch, calls, spec, case, dtype, tol, min_cos, kernel=True)[1])
+        except Exception as e:
+            results.append({"name": case.get("name", "case"), "status": "failed", "wrong": "error",
+                            "error": short(e)})
+        finally:
+            torch.cuda.empty_cache()
+    return results
 
 
 def sdpa_kernels(torch, calls, spec, case, dtype, tol, min_cos):
@@ -147,8 +205,19 @@ def main(argv):
 
     out["torch"] = torch.__version__
     out["gpu"] = torch.cuda.get_device_name(0)
+    props = torch.cuda.get_device_properties(0)
+    out["capability"] = f"{props.major}.{props.minor}"
+    if cfg.get("build_dists"):
+        try:
+            import attn_builds
+
+            out["build"] = attn_builds.build_digest(cfg["build_dists"])
+        except Exception as e:  # the digest labels the record; without it nothing is recorded
+            out["build_detail"] = short(e)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg["dtype"]]
     tol, min_cos = float(cfg["rel_tol"]), float(cfg["min_cosine"])
+    if spec.get("convention") == "flex":
+        allow_recompiles(torch, 4 * len(cases) + 8)
     results = []
     marker = spec.get("extension_warning")
     try:
@@ -156,8 +225,7 @@ def main(argv):
             warnings.simplefilter("always")
             if spec.get("require_fused"):
                 out["sdpa_kernels"] = sdpa_kernels(torch, calls, spec, cases[0], dtype, tol, min_cos)
-            for case in cases:
-                results.append(run_case(torch, calls, spec, case, dtype, tol, min_cos)[1])
+            results = run_cases(torch, calls, spec, cases, dtype, tol, min_cos)
         noise = [str(w.message) for w in caught if marker and marker in str(w.message)]
         if noise and not notes:
             return done(out, "failed", "extension not loaded: " + noise[0][:200], cases=results)
@@ -170,11 +238,14 @@ def main(argv):
     if spec.get("require_fused") and not any(v == "ok" for v in out.get("sdpa_kernels", {}).values()):
         return done(out, "failed", "SDPA has no fused kernel here: every call falls back to the math kernel")
     if not failed:
-        packed = [r for r in results[1:] if r["name"].startswith("varlen")]
-        vl = "".join(f"; {spec.get('varlen')} cosine {r['out_cosine']:.5f}" for r in packed)
-        return done(out, "passed", f"matches fp32 attention (rel err {main_case['out_rel_err']:.2e}, "
-                                   f"cosine {main_case['out_cosine']:.5f}){vl}")
+        worst = max(r.get("out_rel_err", 0.0) for r in results)
+        return done(out, "passed", f"{len(results)} cases match fp32 attention (worst output rel err {worst:.2e}; "
+                                   f"tolerance rel err < {tol:g}, cosine > {min_cos:g}, "
+                                   f"gradients rel err < {2 * tol:g})")
     bad = failed[0]
+    if bad.get("wrong") == "error" or "out_rel_err" not in bad:
+        return done(out, "failed", f"case {bad['name']} failed: {bad.get('error', 'no result')}"
+                                   + (f" ({len(failed)} of {len(results)} cases failed)" if len(failed) > 1 else ""))
     rel, cos = bad["out_rel_err"], bad["out_cosine"]
     extra = ""
     if bad is main_case and bad.get("wrong") == "output" and spec.get("alternatives"):
@@ -190,13 +261,16 @@ def main(argv):
             extra = (f"; {spec['function']}() picks a wrong kernel on this GPU while {', '.join(right)} "
                      "are right (the config would run the wrong one)")
     elif bad is not main_case:
-        extra = f" in case {bad['name']}; the plain case passed"
+        extra = f"; the first case ({main_case['name']}) passed"
     what = bad.get("wrong", "output")
     if what != "output":
+        if f"{what}_rel_err" not in bad:
+            return done(out, "failed", f"{what} (gradient) is wrong in case {bad['name']}: {bad.get('error', '')}")
         rel, cos = bad[f"{what}_rel_err"], bad[f"{what}_cosine"]
         return done(out, "failed", f"{what} (gradient) differs from fp32 attention (rel err {rel:.3g}, "
                                    f"cosine {cos:.3g}) in case {bad['name']}")
-    return done(out, "failed", f"output differs from fp32 attention (rel err {rel:.3g}, cosine {cos:.3g}){extra}")
+    return done(out, "failed", f"output differs from fp32 attention (rel err {rel:.3g}, cosine {cos:.3g}) "
+                               f"in case {bad['name']}{extra}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from attn_installer import cli
 from attn_installer.cli.app import App
 from attn_installer.console import render_bench
 from attn_installer.errors import BenchError, UsageError
+from attn_installer.judge import judge
 from attn_installer.matrix import load_matrix
 from attn_installer.modelconfig import Shape, parse_model_config, shape_from_model_config
 from attn_installer.request import MeasuredSpeed
@@ -32,10 +33,27 @@ CONFIG_8K = b.BenchConfig(shape=Shape(batch=2, seq_len=8192, heads=32, kv_heads=
                           backends=M.bench_order)
 
 
-def report(text=H200_8K, config=CONFIG_8K, facts=H200):
-    rep = b.parse_bench_output(text, "", 0, False)
-    return dataclasses.replace(rep, config=config.to_dict(), machine=b.machine_facts(facts, M),
-                               created="2026-11-27T12:00:00+00:00")
+def with_errors(text: str) -> str:
+    """The recorded H200 lines with the errors a correct bf16 kernel shows and a build digest added
+    (crafted: the hand-assembled recordings kept no error numbers, so judged as they are every
+    result is rejected, see test_recorded_lines_without_errors_are_rejected)."""
+    grads = {"status": "ok", "detail": "", "seq_len": 1024, **{f"{g}_rel_err": 2.5e-3 for g in ("dq", "dk", "dv")},
+             **{f"{g}_cosine": 0.99999 for g in ("dq", "dk", "dv")}}
+    out = []
+    for line in text.splitlines():
+        obj = json.loads(line)
+        if obj.get("kind") == "result" and obj.get("status") == "ok":
+            obj.update(rel_err=2e-3, cosine=0.99999, max_abs_err=0.0095, build=f"build-{obj['backend']}")
+            if obj.get("fwdbwd_ms"):
+                obj["grads"] = grads
+        out.append(json.dumps(obj))
+    return "\n".join(out) + "\n"
+
+
+def report(text=None, config=CONFIG_8K, facts=H200):
+    rep = b.parse_bench_output(with_errors(H200_8K) if text is None else text, "", 0, False)
+    return judge(dataclasses.replace(rep, config=config.to_dict(), machine=b.machine_facts(facts, M),
+                                     created="2026-11-27T12:00:00+00:00"), M)
 
 
 # --------------------------------------------------------------------------- shapes
@@ -103,8 +121,20 @@ def test_recorded_h200_output_parses_and_ranks():
     assert infer == ["flash_attention_3", "sdpa", "flex_attention", "sage"]
 
 
+def test_recorded_lines_without_errors_are_rejected():
+    """As recorded: SDPA, flex and Sage kept no error, so they are rejected; FA3 kept the max abs
+    error of its forward (0.0156, shared/fixtures/nvidia-h200/fa3-trimmed-build.json) and is judged
+    on it. The H200's 989 TFLOP/s is above every recorded throughput: speed rejects none."""
+    rep = report(H200_8K)
+    assert [r.label for r in b.ranked(rep, "fwd+bwd")] == ["flash_attention_3"]
+    sdpa = next(r for r in rep.results if r.label == "sdpa")
+    assert sdpa.status == "rejected" and sdpa.rejected == ("no error against the fp32 reference was measured",)
+    assert rep.judgment["ceiling_tflops"] == 989.4 and rep.judgment["peak"] == "H200 SXM"
+    assert not any("TFLOP/s" in reason for r in rep.results for reason in r.rejected)
+
+
 def test_recorded_short_sequence_ranks_fa3_then_sdpa():
-    rep = report(H200_2K, dataclasses.replace(CONFIG_8K, shape=Shape(batch=8, seq_len=2048, kv_heads=32)))
+    rep = report(with_errors(H200_2K), dataclasses.replace(CONFIG_8K, shape=Shape(batch=8, seq_len=2048, kv_heads=32)))
     assert [r.label for r in b.ranked(rep, "fwd+bwd")][:2] == ["flash_attention_3", "sdpa"]
 
 
@@ -158,7 +188,7 @@ def test_cache_round_trip_and_lookup_for_the_plan(tmp_path):
     b.save_cached(path, rep)
     assert path.parent.name == "bench"
     again = b.load_cached(path)
-    assert again == rep
+    assert again == rep and judge(again, M) == rep  # judging twice changes nothing
     assert b.find_measured(tmp_path, H200, M, "full") == rep
     assert b.find_measured(tmp_path, MACHINES["h200_torch211"], M, "full") is None  # FA3 not installed there
     path.write_text("{broken")
@@ -200,7 +230,9 @@ def test_sage_never_wins_full_even_when_measured_fastest():
 def test_rocm_flash_attn_measurement_maps_to_the_rocm_backend():
     rep = b.parse_bench_output(
         '{"attn_bench": 1, "kind": "env", "status": "ok", "gpu": "AMD Instinct MI300X"}\n'
-        '{"attn_bench": 1, "kind": "result", "backend": "flash_attention_2", "status": "ok", '
+        '{"attn_bench": 1, "kind": "result", "backend": "flash_attention_2", "status": "ok", "rel_err": 0.003, '
+        '"cosine": 0.99999, "grads": {"status": "ok", "dq_rel_err": 0.004, "dk_rel_err": 0.004, "dv_rel_err": 0.004, '
+        '"dq_cosine": 0.9999, "dk_cosine": 0.9999, "dv_cosine": 0.9999}, "fwd_tflops": 400, "fwdbwd_tflops": 300, '
         '"fwd_ms": {"median": 2.0}, "fwdbwd_ms": {"median": 8.0}}\n{"attn_bench": 1, "kind": "done"}\n', "", 0, False)
     assert [m.backend for m in b.measured_speeds(rep, "full", M, "amd")] == ["flash_attention_2_rocm"]
 
@@ -221,7 +253,7 @@ def bench_program():
     (["aten::copy_"], "unknown"),
 ])
 def test_snippet_names_the_sdpa_kernel(names, kernel):
-    assert bench_program().classify_kernel(names) == kernel
+    assert load_target("attn_calls").classify_kernel(names) == kernel
 
 
 def test_snippet_without_torch_says_so(monkeypatch, capsys):
@@ -242,26 +274,49 @@ def test_snippet_runs_on_cpu_torch_when_available(allow_subprocess, tmp_path):
 # --------------------------------------------------------------------------- CLI on a fake runner
 
 
+BUILDS_NOW = {"sdpa": "build-sdpa", "flex_attention": "build-flex_attention",
+              "flash_attention_3": "build-flash_attention_3", "sage": "build-sage"}
+
+
+def program(name: str) -> tuple[str, ...]:
+    """The argv prefix that runs target program *name* in the fake probe's interpreter."""
+    from attn_installer import target
+
+    return target.argv("/env/bin/python", name)
+
+
 @pytest.fixture
 def fake_cli(tmp_path):
-    """An App with the probe facts of the H200 and a runner replaying ``out`` for the bench program."""
+    """An App with the probe facts of the H200 and a runner replaying ``out`` for the bench program,
+    ``builds`` for attn_builds.py and ``verify`` for attn_verify.py."""
     runners: list[FakeRunner] = []
-    answer = {"out": NO_GPU}
+    answer = {"out": NO_GPU, "builds": json.dumps({"builds": BUILDS_NOW}), "verify": ""}
 
     def make(log_path=None):
-        r = FakeRunner({("/env/bin/python", "-I", "-c"): (0, answer["out"])})
+        r = FakeRunner({program("attn_builds"): (0, answer["builds"]), program("attn_verify"): (0, answer["verify"]),
+                        ("/env/bin/python", "-I", "-c"): (0, answer["out"])})
         runners.append(r)
         return r
 
     app = App({"ATTN_INSTALL_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path)}, runner_factory=make,
               probe=lambda python, want_arch_list=False: H200)
 
-    def use(out: str) -> list[FakeRunner]:
+    def use(out: str, **more: str) -> list[FakeRunner]:
         answer["out"] = out
+        answer.update(more)
         return runners
 
     use.app = app  # type: ignore[attr-defined]
     return use
+
+
+def calls_of(runners: list[FakeRunner], name: str) -> list[tuple[str, ...]]:
+    return [c for r in runners for c in r.calls if len(c) > 5 and c[5] == name]
+
+
+def passed_verify(backend: str, build: str) -> str:
+    return json.dumps({"backend": backend, "status": "passed", "detail": "8 cases match fp32 attention",
+                       "gpu": "NVIDIA H200", "build": build, "dtype": "bf16", "cases": []}) + "\n"
 
 
 def run_cli(capsys, fake, *args):
@@ -282,30 +337,50 @@ def test_cli_no_gpu_exits_0_and_caches_nothing(fake_cli, capsys, tmp_path):
 
 def test_cli_measures_caches_plots_and_feeds_plan(fake_cli, capsys, tmp_path, allow_subprocess):
     # allow_subprocess: matplotlib runs fc-list when it builds its font cache; our runner is fake
-    runners = fake_cli(H200_8K)
+    runners = fake_cli(with_errors(H200_8K))
     shape = ("--batch", "2", "--seq-len", "8192", "--kv-heads", "32")
     png = tmp_path / "bench.png"
     code, out, _err = run_cli(capsys, fake_cli, "bench", *shape, "--plot", str(png))
     assert code == 0 and "*flash_attention_3" in out, _err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    argv = runners[-1].calls[0]
-    assert argv[:3] == ("/env/bin/python", "-I", "-c") and argv[5] == "attn_bench"
-    program = json.loads(argv[6])
-    assert program["seq_len"] == 8192 and program["calls"]["flash_attention_3"]["module"] == "flash_attn_interface"
+    (argv,) = calls_of(runners, "attn_bench")
+    assert argv[:3] == ("/env/bin/python", "-I", "-c")
+    sent = json.loads(argv[6])
+    assert sent["seq_len"] == 8192 and sent["calls"]["flash_attention_3"]["module"] == "flash_attn_interface"
+    assert sent["builds"]["flash_attention_3"] == ["flash-attn-3", "torch"] and sent["builds"]["sdpa"] == ["torch"]
 
     code, out, err = run_cli(capsys, fake_cli, "bench", *shape, "--json")
-    assert code == 0 and "cached result of" in err and len([r for r in runners if r.calls]) == 1  # no second run
+    assert code == 0 and "cached result of" in err and len(calls_of(runners, "attn_bench")) == 1  # no second run
     doc = json.loads(out)
     assert doc["schema_version"] == 1 and doc["machine"]["driver"] == "580.159.04"
+    assert doc["machine"]["builds"] == BUILDS_NOW and doc["judgment"]["ceiling_tflops"] == 989.4
     code, _out, _err = run_cli(capsys, fake_cli, "bench", *shape, "--rerun")
-    assert code == 0 and len([r for r in runners if r.calls]) == 2
+    assert code == 0 and len(calls_of(runners, "attn_bench")) == 2
 
+    # measured, but no build verified yet: nothing ranks by measurement
+    code, out, err = run_cli(capsys, fake_cli, "plan", "--measured")
+    assert code == 0 and "measured:" not in out
+    assert "not ranked by measurement: flash_attention_3: build build-flash_attention_3 has no passed " \
+           "verification on NVIDIA H200" in err
+
+    for backend in ("sdpa", "flash_attention_3", "flex_attention"):
+        fake_cli(with_errors(H200_8K), verify=passed_verify(backend, BUILDS_NOW[backend]))
+        code, out, err = run_cli(capsys, fake_cli, "verify", backend)
+        assert code == 0 and out.startswith(f"{backend}: passed"), err
     code, out, _err = run_cli(capsys, fake_cli, "plan", "--measured")
     assert code == 0 and "measured: 6.71 ms fwd+bwd, fastest of 3 on this GPU" in " ".join(out.split())
     assert "recommended: flash_attention_3" in out
     cfg = tmp_path / "out.yaml"
     code, out, _err = run_cli(capsys, fake_cli, "config", "--measured", "-o", str(cfg))
     assert code == 0 and "attn_implementation: flash_attention_3" in cfg.read_text()
+
+    # FA3 reinstalled (another build): its numbers and its verdict no longer count, and the bench
+    # measures again instead of reading its cache
+    fake_cli(with_errors(H200_8K), builds=json.dumps({"builds": {**BUILDS_NOW, "flash_attention_3": "other"}}))
+    code, out, err = run_cli(capsys, fake_cli, "plan", "--measured")
+    assert code == 0 and "recommended: sdpa" in out and "the installed build changed since it was measured" in err
+    code, _out, err = run_cli(capsys, fake_cli, "bench", *shape)
+    assert code == 0 and "cached result" not in err and len(calls_of(runners, "attn_bench")) == 3
 
 
 def test_cli_plan_measured_without_a_bench_falls_back(fake_cli, capsys):
@@ -376,3 +451,29 @@ def test_real_h200_run_with_two_installed_backends_and_packed():
     assert sage_packed is not None
     (s,) = [r for r in sage_packed.results if r.backend == "sage"]
     assert s.status == "ok" and s.ms("fwd") is not None and s.ms("fwd+bwd") is None
+
+
+def test_cli_verify_prints_one_line_per_case_and_records_a_failure(fake_cli, capsys, tmp_path):
+    failing = {"backend": "flash_attention_3", "status": "failed", "gpu": "NVIDIA H200", "dtype": "bf16",
+               "build": BUILDS_NOW["flash_attention_3"],
+               "detail": "dk (gradient) differs from fp32 attention (rel err 0.87, cosine 0.5) in case "
+                         "gqa causal h8/kv2 d64",
+               "cases": [{"name": "mha causal h8/kv8 d64", "status": "passed", "out_rel_err": 0.002, "out_cosine": 1.0},
+                         {"name": "gqa causal h8/kv2 d64", "status": "failed", "wrong": "dk", "out_rel_err": 0.002,
+                          "out_cosine": 1.0, "dk_rel_err": 0.87}]}
+    runners = fake_cli(with_errors(H200_8K), verify=json.dumps(failing) + "\n")
+    model = FIXTURES / "model-configs" / "qwen2.5-3b-instruct.json"
+    code, out, err = run_cli(capsys, fake_cli, "verify", "flash_attention_3", "--model-config", str(model))
+    assert code == 7 and "verifying flash_attention_3 (bf16, 16 heads, 2 KV heads, head dim 128, bf16)" in err
+    assert out.splitlines()[1:] == [
+        "  ok   mha causal h8/kv8 d64: out rel err 2.0e-03 cos 1.00000",
+        "  FAIL gqa causal h8/kv2 d64: out rel err 2.0e-03 cos 1.00000; dk 8.7e-01 (dk wrong)"]
+    (argv,) = calls_of(runners, "attn_verify")
+    sent = json.loads(argv[6])
+    assert sent["build_dists"] == ["flash-attn-3", "torch"] and sent["dtype"] == "bf16"
+    assert {c["head_dim"] for c in sent["cases"]} == {128} and "model causal h16/kv2 d128" in [
+        c["name"] for c in sent["cases"]]
+    run_cli(capsys, fake_cli, "bench", "--batch", "2", "--seq-len", "8192", "--kv-heads", "32")
+    code, out, err = run_cli(capsys, fake_cli, "plan", "--measured")
+    assert "flash_attention_3: build build-flash_attention_3 has no passed verification on NVIDIA H200 " \
+           "(failed: dk (gradient) differs" in err

@@ -22,6 +22,35 @@ def test_shipped_matrices_load():
         assert row.source.strip()
 
 
+@pytest.mark.parametrize(("device", "row", "bf16"), [
+    ("NVIDIA H200", "H200 SXM", 989.4), ("NVIDIA H200 NVL", "H200 NVL", 835.5),
+    ("NVIDIA H100 80GB HBM3", "H100 SXM5", 989.4), ("NVIDIA H100 PCIe", "H100 PCIe", 756.5),
+    ("NVIDIA A100-SXM4-80GB", "A100 (SXM4 40/80 GB, PCIe 40/80 GB)", 312.0), ("NVIDIA A10G", "A10G (AWS G5)", 70.0),
+    ("NVIDIA A10", "A10", 125.0), ("NVIDIA L40S", "L40S", 362.05), ("NVIDIA L40", "L40", 181.05),
+    ("NVIDIA L4", "L4", 121.0), ("NVIDIA B200", "B200 (HGX B200, 1000 W)", 2250.0), ("NVIDIA H20", "H20", 148.0),
+    ("NVIDIA GB200", "GB200 (Blackwell GPU in a Grace Blackwell superchip)", 2500.0),
+    ("AMD Instinct MI300X", "AMD Instinct MI300X", 1307.4), ("Tesla T4", "Tesla T4", 0.0),
+])
+def test_gpu_peaks_match_device_names_most_specific_first(device, row, bf16):
+    peak = load_matrix().peak_for(device)
+    assert peak is not None and peak.name == row and peak.bf16_tflops == bf16
+    assert peak.source.strip() and peak.confidence in ("high", "medium", "low")
+
+
+def test_gpu_peaks_rows_are_sane_and_unknown_gpus_match_none():
+    m = load_matrix()
+    assert m.peak_for("Some Future Accelerator") is None
+    for p in m.gpu_peaks:
+        assert p.bf16_tflops >= 0 and p.fp16_tflops > 0, p.name  # every listed GPU has fp16 tensor cores
+        assert p.sparse_quoted == 0 or p.sparse_quoted >= 1.9 * p.bf16_tflops, p.name  # dense = half the sparse
+
+
+def test_a_bad_peak_pattern_is_reported(broken):
+    edit(broken, "gpu_peaks.toml", ("name_pattern = 'H200'", "name_pattern = 'H200('"))
+    msg = load_error(broken)
+    assert "gpu_peaks.toml" in msg and "field 'name_pattern': not a regular expression" in msg
+
+
 def test_every_file_is_read():
     for name in MATRIX_FILES:
         assert (default_matrix_dir() / name).is_file()
