@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from attn_installer import target
 from attn_installer.facts import Gpu
-from attn_installer.matrix.model import Backend
+from attn_installer.matrix.model import Backend, Matrix
 from attn_installer.runner import Runner
 
 if TYPE_CHECKING:
@@ -121,16 +121,19 @@ def parse_verify_output(backend: str, stdout: str, stderr: str, returncode: int,
 def verify_backend(runner: Runner, python: str, b: Backend, *, dtype: str = "bf16",
                    head_dims: Sequence[int] = DEFAULT_HEAD_DIMS, model: Optional[ModelAttention] = None,
                    timeout: float = VERIFY_TIMEOUT, env: Optional[Mapping[str, str]] = None,
-                   hub: Optional[str] = None) -> VerifyResult:
+                   hub: Optional[str] = None, math_only: bool = False) -> VerifyResult:
     """Run the check in a fresh ``python -I`` from an empty temporary directory; every case passes
     within the backend's tolerance (its matrix row: relative error and cosine of the output, twice
     that relative error for dq, dk, dv). ``hub``: the backend is the Hub kernel ``repo@revision``,
-    loaded with the `kernels` package instead of its module."""
+    loaded with the `kernels` package instead of its module. ``math_only``: torch has no fused SDPA
+    kernel for these GPUs (matrices/gpus.toml), so the math kernel running is right, not a fallback."""
     from attn_installer.builds import build_distributions  # noqa: PLC0415
 
     call = call_table(b)
     if hub is not None:
         call = {**call, "module": f"hub:{hub}"}
+    if math_only and call.get("require_fused"):
+        call = {**call, "require_fused": False}
     config = {"backend": b.name, "call": call, "dtype": dtype, "cases": cases(b, head_dims, model),
               "rel_tol": b.verify_rel_tol, "min_cosine": b.verify_min_cosine,
               "build_dists": [] if hub is not None else list(build_distributions(b))}
@@ -170,6 +173,13 @@ def case_lines(res: VerifyResult) -> list[str]:
 
 
 # --------------------------------------------------------------------------- every GPU model
+
+
+def math_only(gpus: Sequence[Gpu], matrix: Matrix) -> bool:
+    """Whether torch runs only its math SDPA kernel on every one of *gpus* (matrices/gpus.toml)."""
+    from attn_installer.resolve import sdpa_kernel  # noqa: PLC0415
+
+    return bool(gpus) and all(sdpa_kernel(g, matrix) == "math" for g in gpus)
 
 
 def per_gpu_model(gpus: Sequence[Gpu], env: Mapping[str, str]) -> list[tuple[str, dict[str, str]]]:

@@ -61,7 +61,13 @@ def verify(app: App, backends: tuple[str, ...], python: Optional[str], dtype: Op
 
     from attn_installer.cli.inspect import make_plan  # noqa: PLC0415
     from attn_installer.request import Request  # noqa: PLC0415
-    from attn_installer.verify import DEFAULT_HEAD_DIMS, case_lines, save_record, verify_backend  # noqa: PLC0415
+    from attn_installer.verify import (  # noqa: PLC0415
+        DEFAULT_HEAD_DIMS,
+        case_lines,
+        math_only,
+        save_record,
+        verify_backend,
+    )
 
     model, model_dtype = model_for_verify(app, model_config, axolotl_config)
     facts = app.probe(python)
@@ -84,7 +90,8 @@ def verify(app: App, backends: tuple[str, ...], python: Optional[str], dtype: Op
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for name in names:
         app.say(f"verifying {name} ({dt}, {what}) ...")
-        res = verify_backend(runner, exe, matrix.backend(name), dtype=dt, head_dims=dims, model=model)
+        res = verify_backend(runner, exe, matrix.backend(name), dtype=dt, head_dims=dims, model=model,
+                             math_only=math_only(facts.gpus, matrix))
         save_record(app.paths.cache, res, created)
         results.append(res)
         if not as_json:

@@ -38,7 +38,14 @@ from attn_installer.matrix import Matrix
 from attn_installer.paths import Paths
 from attn_installer.plan.model import BackendPlan, Step, TargetProgram
 from attn_installer.runner import Completed, Runner
-from attn_installer.verify import DEFAULT_HEAD_DIMS, VerifyResult, per_gpu_model, save_record, verify_backend
+from attn_installer.verify import (
+    DEFAULT_HEAD_DIMS,
+    VerifyResult,
+    math_only,
+    per_gpu_model,
+    save_record,
+    verify_backend,
+)
 
 __all__ = ["Options", "Outcome", "Services", "StepRecord", "install_backend"]
 
@@ -347,7 +354,8 @@ class _Loop:
                 env = {**(env or os.environ), "HF_HUB_OFFLINE": "1", "KERNELS_CACHE": str(hub["cache"])}
             res = verify_backend(self.svc.runner, opts.python, self.svc.matrix.backend(bp.name), dtype=opts.dtype,
                                  head_dims=opts.head_dims, env=env,
-                                 hub=f"{hub['repo']}@{hub['revision']}" if hub is not None else None)
+                                 hub=f"{hub['repo']}@{hub['revision']}" if hub is not None else None,
+                                 math_only=math_only(opts.gpus, self.svc.matrix))
             if hub is None:
                 save_record(self.svc.paths.cache, res, created)
             results.append((label, res))

@@ -18,6 +18,7 @@ from attn_installer.verify import (
     per_gpu_model,
     record_status,
     save_record,
+    verify_backend,
 )
 from tests.conftest import FIXTURES, load_target
 
@@ -248,3 +249,27 @@ def test_verification_runs_once_per_gpu_model():
     mi = [Gpu(index=0, vendor="amd", name="AMD Instinct MI300X", arch="gfx942", memory_gb=192.0),
           Gpu(index=1, vendor="amd", name="AMD Instinct MI210", arch="gfx90a", memory_gb=64.0)]
     assert [e for _, e in per_gpu_model(mi, {})] == [{"HIP_VISIBLE_DEVICES": "0"}, {"HIP_VISIBLE_DEVICES": "1"}]
+
+
+def test_sdpa_on_a_gpu_without_fused_kernels_accepts_the_math_kernel():
+    """An MI50 (gfx906) or a P100 gets SDPA's math kernel by design: verification must not call that
+    a silent fallback (elsewhere it still does)."""
+    from dataclasses import replace
+
+    from attn_installer.verify import math_only
+    from tests.conftest import FakeRunner
+    from tests.machines import MACHINES
+
+    m = load_matrix()
+    mi300 = MACHINES["mi300x"]
+    mi50 = replace(mi300.gpus[0], name="AMD Instinct MI50", arch="gfx906")
+    assert math_only((mi50,), m) and not math_only(mi300.gpus, m) and not math_only((), m)
+    assert not math_only((*MACHINES["h200_torch211"].gpus,), m)
+
+    def sent(**kw):
+        runner = FakeRunner({("/py",): (0, json.dumps({"backend": "sdpa", "status": "passed", "detail": "ok"}))})
+        verify_backend(runner, "/py", m.backend("sdpa"), **kw)
+        return json.loads(runner.calls[0][-1])["call"]
+
+    assert sent()["require_fused"] is True
+    assert sent(math_only=True)["require_fused"] is False
