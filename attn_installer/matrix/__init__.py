@@ -190,6 +190,7 @@ _OVERRIDES: dict[tuple[str, str], c.Check] = {
     ("SourceBuild", "arch_env"): lambda v: {k: c.template(("cc", "sm", "sm_family", "gfx"))(x)
                                             for k, x in c.str_map(v).items()},
     ("Fa3Trims", "hdim"): _digit_keys,
+    ("Fa3Trims", "hdimdiff"): _digit_keys,
     ("Hint", "pattern"): c.regex,
     ("Explain", "pattern"): c.regex,
     ("RankRow", "vendor"): c.one_of(("nvidia", "amd", "none")),

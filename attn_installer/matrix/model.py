@@ -379,6 +379,7 @@ class HostCompiler:
 class Fa3Trims:
     hdim: Mapping[str, str]
     dtype: Mapping[str, str]
+    hdimdiff: Mapping[str, str]
     when_trimmed: tuple[str, ...]
     no_sm80: str
     inference: str

@@ -155,6 +155,9 @@ def fa3_trim_env(matrix: Matrix, request: Request, archs: tuple[str, ...]) -> tu
     if trimmed:
         for flag in tr.when_trimmed:
             env[flag] = "TRUE"
+        for hd, flag in tr.hdimdiff.items():  # the mixed qk / v head-dim kernels, only when asked for
+            if int(hd) not in request.head_dims:
+                env[flag] = "TRUE"
     return dict(sorted(env.items())), trimmed
 
 
@@ -199,16 +202,17 @@ def _fetch(ctx: _Ctx, b: Backend, sc: SourceChoice) -> tuple[str, list[Step]]:
     if _COMMIT.fullmatch(sb.ref):
         # a commit is not a branch or tag: `clone --branch` cannot take it, a fetch by id can
         src = posixpath.join(ctx.cache, "src", f"{b.name}-{sb.ref[:12]}")
-        return src, [
+        steps = [
             Step("fetch", f"make {src} for the pinned commit", Command(("git", "init", "-q", src), creates=src)),
             Step("fetch", f"fetch {sb.repo} at the pinned commit {sb.ref[:12]}",
                  Command(("git", "-C", src, "fetch", "-q", "--depth", "1", sb.repo, sb.ref))),
             Step("fetch", f"check out {sb.ref[:12]}", Command(("git", "-C", src, "checkout", "-q", "--detach",
                                                                  "FETCH_HEAD"))),
         ]
-    src = posixpath.join(ctx.cache, "src", f"{b.name}-{sb.ref}")
-    steps = [Step("fetch", f"fetch {sb.repo} at the pinned {sb.ref}",
-                  Command(("git", "clone", "--depth", "1", "--branch", sb.ref, sb.repo, src), creates=src))]
+    else:
+        src = posixpath.join(ctx.cache, "src", f"{b.name}-{sb.ref}")
+        steps = [Step("fetch", f"fetch {sb.repo} at the pinned {sb.ref}",
+                      Command(("git", "clone", "--depth", "1", "--branch", sb.ref, sb.repo, src), creates=src))]
     if sb.submodules:
         steps.append(Step("fetch", "fetch the submodules the build needs",
                           Command(("git", "-C", src, "submodule", "update", "--init", "--depth", "1",

@@ -502,3 +502,17 @@ def test_probe_hub_asks_only_where_it_matters():
     assert not off.reachable and off.detail == "HF_HUB_OFFLINE is set" and len(asked) == 1
     none = probe_hub({}, {"transformers": "5.1.0", "kernels": "0.17.2"}, lambda u, t: None)
     assert not none.reachable and none.detail.startswith("no answer within 3 s")
+
+
+def test_fa3_source_is_the_3_0_0_commit_with_its_cutlass_and_trims_the_hdimdiff_kernels():
+    p = plan("h200_torch211", route="source", backend="flash_attention_3", head_dims=(128,), dtypes=("bf16",))
+    steps = p.backend("flash_attention_3").steps
+    fetch = [" ".join(s.argv) for s in steps if s.kind == "fetch"]
+    assert any("fetch -q --depth 1 https://github.com/Dao-AILab/flash-attention.git "
+               "e2743ab5b3803bb672b16437ba98a3b1d4576c50" in f for f in fetch)
+    assert fetch[-1].endswith("submodule update --init --depth 1 csrc/cutlass")  # the commit's cutlass too
+    env = next(s for s in steps if s.kind == "build").env
+    assert env["FLASH_ATTENTION_DISABLE_HDIMDIFF64"] == env["FLASH_ATTENTION_DISABLE_HDIMDIFF192"] == "TRUE"
+    deepseek = plan("h200_torch211", route="source", backend="flash_attention_3", head_dims=(192, 128))
+    env = next(s for s in deepseek.backend("flash_attention_3").steps if s.kind == "build").env
+    assert "FLASH_ATTENTION_DISABLE_HDIMDIFF192" not in env and env["FLASH_ATTENTION_DISABLE_HDIMDIFF64"] == "TRUE"
