@@ -62,14 +62,15 @@ def target_environment(facts: Facts) -> dict[str, str]:
     return env
 
 
-def _requirements(bp: BackendPlan) -> list[tuple[str, Optional[str]]]:
-    """(requirement, index URL) of the plan's index installs (not its wheel files or built wheels)."""
-    out: list[tuple[str, Optional[str]]] = []
+def _requirements(bp: BackendPlan) -> list[tuple[str, Optional[str], bool]]:
+    """(requirement, index URL, follow its dependencies) of the plan's index installs (not its wheel
+    files or built wheels); a --no-deps install lists its dependencies in a step of their own."""
+    out: list[tuple[str, Optional[str], bool]] = []
     for step in bp.steps:
         p = step.installs
         if p is None or step.need is not None or p.local_wheels:
             continue
-        out.extend((r, p.index_url) for r in p.requirements)
+        out.extend((r, p.index_url, not p.no_deps) for r in p.requirements)
     return out
 
 
@@ -178,7 +179,7 @@ def _download_index(bp: BackendPlan, facts: Facts, wheelhouse: Path, runner: Run
     """Downloaded so far: package -> its wheels; a later request with new extras follows only those."""
     done_extras: set[tuple[str, str]] = set()
     while todo:
-        raw, index = todo.pop(0)
+        raw, index, follow = todo.pop(0)
         try:
             req = Requirement(raw)
         except InvalidRequirement:
@@ -193,7 +194,7 @@ def _download_index(bp: BackendPlan, facts: Facts, wheelhouse: Path, runner: Run
             for wheel in wheels[key]:
                 lines.append(f"{bp.name}: {wheel.name}")
                 say(f"  got {wheel.name}")
-        for wheel in wheels[key]:
+        for wheel in wheels[key] if follow else ():
             for dep in _metadata_requires(wheel):
                 try:
                     d = Requirement(dep)
@@ -203,5 +204,5 @@ def _download_index(bp: BackendPlan, facts: Facts, wheelhouse: Path, runner: Run
                     continue
                 if canonical(d.name) in pinned or _already_fits(d, facts):
                     continue
-                todo.append((str(d).split(";")[0].strip(), index))
+                todo.append((str(d).split(";")[0].strip(), index, True))
     return lines

@@ -246,6 +246,8 @@ class IndexWheel:
     archs: tuple[str, ...] = ()
     """The GPUs its kernels run on (binary compatibility); empty: min_sm alone decides."""
     min_sm: int = 0
+    requires: tuple[str, ...] = ()
+    """Its dependencies, installed from the default index after the wheel (taken with --no-deps)."""
 
 
 @dataclass(frozen=True)

@@ -88,8 +88,18 @@ def recipe(route: Route, b: Backend, facts: Facts, matrix: Matrix, request: Requ
         ix = route.index
         index = (target.torch_index or matrix.torch_index_url).format(flavour=ix.flavour)
         where = "the wheelhouse" if wh else f"the {ix.flavour} index"
-        return Recipe((ctx.install(f"install {ix.distribution} {ix.version} from {where} with torch pinned",
-                                   (f"{ix.distribution}=={ix.version}",), index_url=index),))
+        spec = f"{ix.distribution}=={ix.version}"
+        if not ix.row.requires:
+            return Recipe((ctx.install(f"install {ix.distribution} {ix.version} from {where} with torch pinned",
+                                       (spec,), index_url=index),))
+        # the wheel alone from the PyTorch index (nothing else resolved there), its dependencies
+        # from the default index: no name is ever looked up on both
+        return Recipe((
+            ctx.install(f"install {ix.distribution} {ix.version} from {where} alone (--no-deps), torch pinned",
+                        (spec,), index_url=index, no_deps=True),
+            ctx.install(f"install what {ix.distribution} needs ({', '.join(ix.row.requires)}) with torch pinned",
+                        ix.row.requires),
+        ))
     if route.kind == "pypi":
         major = str(Version(facts.torch.cuda).major) if facts.torch and facts.torch.cuda else ""
         extra = b.extras_by_cuda_major.get(major, "")

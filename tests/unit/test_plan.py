@@ -106,8 +106,10 @@ def test_h200_torch211_gets_fa3_from_the_pytorch_index_and_fa2_from_the_farm():
     assert p.recommended == "flash_attention_3"  # no --allow-source needed: a prebuilt route fits
     fa3 = p.backend("flash_attention_3")
     assert (fa3.method, fa3.route) == ("pypi", "torch_index")
-    (step,) = fa3.steps
-    assert step.argv[-3:] == ("flash-attn-3==3.0.0", "--index-url", "https://download.pytorch.org/whl/cu130")
+    wheel, deps = fa3.steps
+    assert wheel.argv[-3:] == ("flash-attn-3==3.0.0", "--index-url", "https://download.pytorch.org/whl/cu130")
+    assert "--no-deps" in wheel.argv  # nothing else is resolved on the PyTorch index
+    assert deps.argv[-3:] == ("einops", "packaging", "ninja") and "--index-url" not in deps.argv
     assert [r.route for r in fa3.candidates] == ["torch_index", "wheel_farm", "hub_kernel", "source"]
     fa2 = p.backend("flash_attention_2")
     assert (fa2.method, fa2.route) == ("wheel", "wheel_farm")  # no official wheel for torch 2.11
