@@ -22,11 +22,15 @@ log "attn-install's own dependencies from .whl/ (no network here)"
 "$py" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
 
 log "1. the one-time FA3 3.0.0 build (e2743ab5, bf16 / head dim 128 / sm_90)"
-start=$(date +%s)
-ai build flash_attention_3 --source .src/fa3 --head-dim 128 --dtype bf16 --wheelhouse /tmp/fa3-wh \
-  > "$out/build.out" 2> "$out/build.err"
-echo "build rc=$? wall $(( $(date +%s) - start )) s"
-tail -15 "$out/build.err"
+if ! find /tmp/fa3-wh -name "flash_attn_3-*.whl" 2>/dev/null | grep -q .; then
+  start=$(date +%s)
+  ai build flash_attention_3 --source .src/fa3 --head-dim 128 --dtype bf16 --wheelhouse /tmp/fa3-wh \
+    > "$out/build.out" 2> "$out/build.err"
+  echo "build rc=$? wall $(( $(date +%s) - start )) s"
+  tail -15 "$out/build.err"
+else
+  echo "built in an earlier call of this session: $(ls /tmp/fa3-wh)"
+fi
 wheel=$(find /tmp/fa3-wh -name "flash_attn_3-*.whl" 2>/dev/null | head -1)
 if [ -z "$wheel" ]; then echo "no FA3 wheel built: stopping"; exit 1; fi
 ls -la /tmp/fa3-wh
@@ -51,7 +55,11 @@ server=$!
 sleep 1
 
 log "3. --auto on a clean venv over this torch, pointed at the mirror"
-rm -rf /tmp/clean && "$py" -m venv --system-site-packages /tmp/clean
+# a new venv that sees this machine's torch environment through a .pth (its python3 is itself a
+# venv, so --system-site-packages would not): torch is there, no FA3; pip installs into the new one
+rm -rf /tmp/clean && "$py" -m venv /tmp/clean
+torch_site=$("$py" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
+echo "$torch_site" > "$(/tmp/clean/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch-env.pth"
 /tmp/clean/bin/python -c 'import importlib.util as u; print("flash_attn_interface before:", u.find_spec("flash_attn_interface"))'
 export PIP_INDEX_URL="http://127.0.0.1:$port/simple" PIP_DISABLE_PIP_VERSION_CHECK=1
 t0=$("$py" -c 'import time; print(time.time())')

@@ -17,6 +17,7 @@ source "$(dirname "$0")/device_env.sh"
 mode=${2:-device}
 here=$(cd "$(dirname "$0")" && pwd)
 aipy=${ATTN_PY:-$py}
+AI=("$aipy" -m attn_installer)
 ai() { "$aipy" -m attn_installer "$@"; }
 # step NAME SECONDS CMD...: stdout to OUTDIR/NAME.out, stderr to NAME.err, exit code to NAME.rc
 step() {
@@ -62,17 +63,17 @@ purelib=$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 digest > "$out/digest-zeros.txt"
 
 if [ "$mode" != "--dry" ]; then
-  step probe 60 ai probe --python "$vpy" --json
-  step verify-zeros 240 ai verify flash_attention_2 --python "$vpy" --json
-  step bench-zeros 300 ai bench --python "$vpy" --json
+  step probe 60 "${AI[@]}" probe --python "$vpy" --json
+  step verify-zeros 240 "${AI[@]}" verify flash_attention_2 --python "$vpy" --json
+  step bench-zeros 300 "${AI[@]}" bench --python "$vpy" --json
   ai bench --python "$vpy" > "$out/bench-zeros.txt" 2>/dev/null  # the table, from the cache
   real=(sdpa flex_attention)
   "$vpy" -c 'import flash_attn_interface' 2>/dev/null && real+=(flash_attention_3)
   "$vpy" -c 'import sageattention' 2>/dev/null && real+=(sage)
-  step verify-real 420 ai verify "${real[@]}" --python "$vpy" --json
-  step verify-model 240 ai verify sdpa --python "$vpy" --json \
+  step verify-real 420 "${AI[@]}" verify "${real[@]}" --python "$vpy" --json
+  step verify-model 240 "${AI[@]}" verify sdpa --python "$vpy" --json \
     --model-config "$PWD/tests/fixtures/model-configs/qwen2.5-3b-instruct.json"
-  step plan-zeros 60 ai plan --measured --python "$vpy" --json
+  step plan-zeros 60 "${AI[@]}" plan --measured --python "$vpy" --json
 fi
 
 log "replace it by another flash-attn 2.8.3 whose kernel raises"
@@ -81,9 +82,9 @@ log "replace it by another flash-attn 2.8.3 whose kernel raises"
 digest > "$out/digest-raises.txt"
 
 if [ "$mode" != "--dry" ]; then
-  step plan-swapped 60 ai plan --measured --python "$vpy" --json
-  step bench-raises 300 ai bench --python "$vpy" --backends sdpa,flash_attention_2 --json
-  step plan-raises 60 ai plan --measured --python "$vpy" --json
+  step plan-swapped 60 "${AI[@]}" plan --measured --python "$vpy" --json
+  step bench-raises 300 "${AI[@]}" bench --python "$vpy" --backends sdpa,flash_attention_2 --json
+  step plan-raises 60 "${AI[@]}" plan --measured --python "$vpy" --json
   ( cd "$out" && ai --auto --yes --python "$vpy" --output auto-config.yaml > auto.out 2> auto.err; echo $? > auto.rc )
   tail -6 "$out/auto.err"
   step ratio 60 "$aipy" "$here/bench_ratio.py" --bench "$out/bench-zeros.out" --facts "$out/probe.out"

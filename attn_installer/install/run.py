@@ -162,6 +162,27 @@ def _chosen(req: InstallRequest, plan: Plan) -> list[BackendPlan]:
     return plans
 
 
+def _restored(out: Outcome) -> bool:
+    """The failed install left the environment exactly as it was (so another backend may be tried)."""
+    return bool(out.rollback is None or out.rollback.get("exact"))
+
+
+def _fallbacks(plan: Plan, req: InstallRequest) -> list[BackendPlan]:
+    """The other viable backends in the plan's order (no source build unless allowed)."""
+    return [bp for bp in plan.backends if bp.viable and bp.name != plan.recommended
+            and (bp.method != "source" or req.request.allow_source)]
+
+
+def _recommend(plan: Plan, bp: BackendPlan, facts: Facts, matrix: Matrix, req: InstallRequest) -> Plan:
+    """The plan with *bp* as the backend installed: its config keys, comments and run-time env."""
+    from attn_installer.axolotl import make_config  # noqa: PLC0415
+
+    config, comments, _ = make_config(matrix.backend(bp.name), facts, matrix, plan.workload,
+                                      req.request.axolotl_version, impl=bp.attn_implementation, packing=bp.packing)
+    return replace(plan, recommended=bp.name, config=config, config_comments=tuple(comments),
+                   runtime_env=dict(bp.runtime_env))
+
+
 def _config_as_installed(plan: Plan, outcomes: list[Outcome], facts: Facts, matrix: Matrix,
                          req: InstallRequest) -> Plan:
     """The plan's config for the route that was installed (a later route can be a hub kernel, named
@@ -261,8 +282,21 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
         outcomes.append(outcome)
         if failure is not None:
             break
+    if failure is not None and req.auto and not req.names and _restored(outcomes[-1]):
+        # --auto: the best backend could not be installed by any route (and nothing changed): the
+        # next one that fits, rather than nothing
+        for nxt in _fallbacks(plan, req):
+            host.say(f"{outcomes[-1].backend} could not be installed by any route; --auto tries the next "
+                     f"backend that fits: {nxt.name} ({nxt.method})")
+            outcome, failure = _walk_routes(nxt, req, host, svc, opts, exe)
+            outcomes.append(outcome)
+            if failure is None:
+                plan = _recommend(plan, nxt, facts, host.matrix(), req)
+                break
+            if not _restored(outcome):
+                break
     config_written = None
-    ok = failure is None and len(outcomes) == len(plans)
+    ok = failure is None and bool(outcomes) and outcomes[-1].ok
     if ok and req.auto and req.output is not None and plan.recommended:
         plan = _config_as_installed(plan, outcomes, facts, host.matrix(), req)
         write_config(host, plan, req.output, version)

@@ -188,3 +188,20 @@ def test_fa2_after_fa4_keeps_fa4s_files_and_its_rollback_never_removes_them(worl
         assert r.returncode == 8, r.stdout
         assert "restored exactly as before" in r.stderr
         assert freeze(world) == before
+
+
+def test_auto_falls_back_to_the_next_backend_when_no_route_of_the_best_one_works(h200):
+    """An offline mirror without FA3, no farm, no hub: --auto does not stop at "nothing installed"."""
+    before = freeze(h200)
+    r = run(h200, "--auto", "--python", h200.py, "--yes", "-o", "attn.yaml", "--report", "report.json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert ("flash_attention_3 could not be installed by any route; --auto tries the next backend that fits: "
+            "sdpa") in r.stderr
+    assert "attn_implementation: sdpa" in (h200.tmp / "attn.yaml").read_text()
+    results = json.loads((h200.tmp / "report.json").read_text())["results"]
+    assert [(x["backend"], x["ok"]) for x in results] == [("flash_attention_3", False), ("sdpa", True)]
+    assert [a["route"] for a in results[0]["attempts"]] == ["torch_index", "wheel_farm", "hub_kernel"]
+    assert freeze(h200) == before
+    # a named backend is what the user asked for: no fallback there
+    named = run(h200, "install", "flash_attention_3", "--python", h200.py, "--yes")
+    assert named.returncode == 8 and "tries the next backend" not in named.stderr

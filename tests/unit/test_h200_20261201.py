@@ -1,0 +1,54 @@
+"""The H200 runs of 2026-12-01 (tests/fixtures/nvidia/h200-device/2026-12-01, written by
+benchmarks/gpu_fa3_index.sh, gpu_fa4.sh and gpu_judge.sh on one NVIDIA H200, driver 580.159.04,
+torch 2.11.0+cu130): what they recorded still reads, validates and judges the way it did there."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from attn_installer import bench as b
+from attn_installer.judge import judge
+from attn_installer.matrix import load_matrix
+from tests.conftest import FIXTURES, validate
+
+RUN = FIXTURES / "nvidia/h200-device/2026-12-01"
+M = load_matrix()
+
+
+def test_fa3_by_the_index_route_end_to_end():
+    """--auto --pytorch-index on a clean venv: FA3 3.0.0 (built once from e2743ab5, served by a
+    loopback mimic of the PyTorch index) picked by the torch_index route, installed, verified."""
+    rep = json.loads((RUN / "fa3-index-auto-report.json").read_text())
+    validate(rep["facts"], "facts.schema.json")
+    validate(rep["plan"], "plan.schema.json")
+    assert rep["ok"] and rep["plan"]["recommended"] == "flash_attention_3"
+    (res,) = rep["results"]
+    assert res["route"] == "torch_index" and res["changed"]["flash-attn-3"] == [None, "3.0.0"]
+    # 12 cases: MHA, GQA, MQA, non-causal GQA and two packed ones, at head dims 64 and 128 (the wheel
+    # was built for 128 only: FA3 runs head dim 64 in its 128 kernel)
+    assert res["verify"]["status"] == "passed" and len(res["verify"]["cases"]) == 12
+    log = (RUN / "fa3-index-auto.err").read_text()
+    assert "--index-url http://127.0.0.1:8765/whl/cu130" in (RUN / "fa3-index-auto.out").read_text()
+    assert "from the cu130 index alone (--no-deps)" in log
+
+
+def test_fa4_trains_on_the_h200_and_is_within_5_percent_of_fa3():
+    rep = json.loads((RUN / "fa4-report.json").read_text())
+    (res,) = rep["results"]
+    assert res["ok"] and res["verify"]["status"] == "passed"
+    cases = [c["name"] for c in res["verify"]["cases"]]
+    assert any(c.startswith("gqa") for c in cases) and any(c.startswith("varlen") for c in cases)
+    bench = judge(b.BenchReport.from_dict(json.loads((RUN / "fa4-bench.json").read_text())), M)
+    t = {r.label: r.fwdbwd.median for r in bench.results if r.status == "ok" and r.variant is None and r.fwdbwd}
+    assert set(t) >= {"flash_attention_4", "flash_attention_3", "sdpa"}
+    assert t["flash_attention_4"] < 1.05 * t["flash_attention_3"] and t["flash_attention_4"] < t["sdpa"]
+
+
+@pytest.mark.parametrize("name", ["h200-judged-bench.json", "h200-bench-raising-fa2.json"])
+def test_the_recorded_stand_ins_are_never_ranked(name):
+    rep = judge(b.load_cached(FIXTURES / "bench" / name), M)
+    fa2 = next(r for r in rep.results if r.label == "flash_attention_2")
+    assert fa2.status in ("rejected", "error"), fa2
+    assert "flash_attention_2" not in [r.label for r in b.ranked(rep, "fwd+bwd")]
