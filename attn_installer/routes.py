@@ -202,6 +202,12 @@ def _release_mismatch(rel: FlashAttnRelease, facts: Facts, mm: str, cuda_major: 
         return f"no cxx11abi{'TRUE' if abi else 'FALSE'} wheel for torch {mm}"
     if facts.host.machine not in rel.machine:
         return f"no {facts.host.machine} wheel"
+    if f"{mm}:{py}" in rel.exclude:
+        return f"no wheel for torch {mm} with Python {py} (its build matrix skips that pair)"
+    missing = [g.arch for g in facts.gpus if g.vendor == "nvidia" and rel.archs and not covered_by(g.arch, rel.archs)]
+    if missing:
+        return (f"its wheels carry kernels for {', '.join(rel.archs)}, not {missing[0]} "
+                f"(built with CUDA {rel.built_with_cuda})")
     return None
 
 

@@ -109,6 +109,14 @@ def _sm_list(v: Any) -> tuple[str, ...]:
     return out
 
 
+def _torch_python_pairs(v: Any) -> tuple[str, ...]:
+    out = c.strings(v)
+    bad = [x for x in out if not re.fullmatch(r"\d+\.\d+:\d+\.\d+", x)]
+    if bad:
+        raise c.Bad(f"{bad[0]!r} is not a torch:python pair like 2.4:3.13")
+    return out
+
+
 def _spec_map(v: Any) -> dict[str, Any]:
     out = {}
     for k, val in c.str_map(v).items():
@@ -198,6 +206,8 @@ _OVERRIDES: dict[tuple[str, str], c.Check] = {
     ("HubKernel", "repo"): _hub_repo,
     ("HubFallback", "repo"): _hub_repo,
     ("HubKernel", "archs"): _sm_list,
+    ("FlashAttnRelease", "archs"): _sm_list,
+    ("FlashAttnRelease", "exclude"): _torch_python_pairs,
     ("HubPaths", "packing"): _spec_map,
     ("Hint", "hint"): c.template(("max_jobs_half",)),
     ("TorchBuild", "machine"): c.subset(("x86_64", "aarch64")),

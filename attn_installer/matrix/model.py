@@ -229,6 +229,10 @@ class FlashAttnRelease:
     built_with_cuda: str
     source: str
     sha256: Mapping[str, str] = field(default_factory=dict)
+    exclude: tuple[str, ...] = ()
+    """torch:python pairs the release's build matrix skips ("2.4:3.13")."""
+    archs: tuple[str, ...] = ()
+    """GPU kernels in its wheels (binary compatibility applies); empty: not restricted."""
 
 
 @dataclass(frozen=True)

@@ -518,3 +518,30 @@ def test_fa3_source_is_the_3_0_0_commit_with_its_cutlass_and_trims_the_hdimdiff_
     deepseek = plan("h200_torch211", route="source", backend="flash_attention_3", head_dims=(192, 128))
     env = next(s for s in deepseek.backend("flash_attention_3").steps if s.kind == "build").env
     assert "FLASH_ATTENTION_DISABLE_HDIMDIFF192" not in env and env["FLASH_ATTENTION_DISABLE_HDIMDIFF64"] == "TRUE"
+
+
+def test_fa2_release_rows_follow_their_build_matrices():
+    """upstream-facts 1.1: 2.8.2 has no torch 2.8 wheels, 2.8.3 skips torch 2.4 x cp313, and wheels
+    before 2.8.0 carry no Blackwell kernels."""
+    from dataclasses import replace
+
+    from attn_installer.matrix import load_matrix
+    from attn_installer.routes import find_flash_attn_wheel
+
+    m = load_matrix()
+    a100 = MACHINES["a100"]
+    t24 = replace(a100, torch=replace(a100.torch, version="2.4.1+cu124", cuda="12.4"),
+                  python=replace(a100.python, version="3.13.1"))
+    wheel, _ = find_flash_attn_wheel(t24, m)
+    assert wheel is not None and wheel.release == "2.8.2"  # 2.8.3 has no torch 2.4 x cp313 wheel
+    t23 = replace(MACHINES["rtx5090"], torch=replace(a100.torch, version="2.3.1+cu121", cuda="12.1"),
+                  python=replace(a100.python, version="3.11.9"))
+    wheel, why = find_flash_attn_wheel(t23, m)
+    assert wheel is None and any("2.7.4.post1: its wheels carry kernels for sm_80, sm_90, not sm_120" in w
+                                 for w in why)
+    t28 = replace(a100, python=replace(a100.python, version="3.13.1"))  # torch 2.8: only 2.8.3 built it
+    wheel, _ = find_flash_attn_wheel(t28, m)
+    assert wheel is not None and wheel.release == "2.8.3"
+    no_28 = replace(m, flash_attn_releases=tuple(r for r in m.flash_attn_releases if str(r.version) != "2.8.3"))
+    wheel, why = find_flash_attn_wheel(t28, no_28)
+    assert wheel is None and any(w.startswith("2.8.2: no wheel for torch 2.8") for w in why)
