@@ -307,7 +307,7 @@ def _misfits(b: Backend, facts: Facts, request: Request) -> tuple[list[str], tup
         why.append(f"Python {facts.python.version}; {b.name} needs Python {b.python}")
     if not b.torch.contains(t.release, prereleases=True):
         why.append(f"torch {t.version}; {b.name} needs torch {b.torch}")
-    if b.vendor == "nvidia" and b.min_torch_cuda is not None and t.cuda is not None \
+    if b.vendor in ("nvidia", "any") and b.min_torch_cuda is not None and t.cuda is not None \
             and Version(t.cuda) < b.min_torch_cuda:
         why.append(f"torch is built for CUDA {t.cuda}; {b.name} needs CUDA >= {b.min_torch_cuda}")
     if b.vendor == "amd" and t.hip is None and gpus:

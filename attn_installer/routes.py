@@ -217,13 +217,14 @@ def _flavour_cuda(flavour: str) -> Version:
 
 
 def _index_flavour(flavours: tuple[str, ...], want: str) -> Optional[str]:
-    """torch's own flavour, else the newest one of the same CUDA major that is not newer than it."""
+    """torch's own flavour, else (CUDA) the newest one of the same CUDA major that is not newer than it."""
     if want in flavours:
         return want
     if not want.startswith("cu"):
-        return None
+        return None  # ROCm: the exact flavour only
     have = _flavour_cuda(want)
-    same = [f for f in flavours if _flavour_cuda(f).major == have.major and _flavour_cuda(f) <= have]
+    cuda = [f for f in flavours if f.startswith("cu")]
+    same = [f for f in cuda if _flavour_cuda(f).major == have.major and _flavour_cuda(f) <= have]
     return max(same, key=_flavour_cuda) if same else None
 
 
@@ -231,8 +232,8 @@ def find_index_wheel(b: Backend, facts: Facts, matrix: Matrix) -> tuple[Optional
     """The newest wheel of *b* on the PyTorch index built for this torch, CUDA flavour, Python,
     machine and every visible GPU."""
     t = facts.torch
-    if t is None or t.cuda is None:
-        return None, ["no CUDA build of torch"]
+    if t is None or (t.cuda is None and t.hip is None):
+        return None, ["no CUDA or ROCm build of torch"]
     rows = sorted((r for r in matrix.index_wheels if r.backend == b.name), key=lambda r: r.version, reverse=True)
     py = Version(facts.python.version)
     machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(facts.host.machine.lower(), facts.host.machine.lower())

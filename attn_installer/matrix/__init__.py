@@ -215,7 +215,8 @@ _OVERRIDES: dict[tuple[str, str], c.Check] = {
     ("TorchRelease", "rocm"): lambda v: _flavours(v, "rocm"),
     ("RocmBuild", "flavours"): lambda v: _flavours(v, "rocm"),
     ("RocmBuild", "gfx"): _gfx_list,
-    ("IndexWheel", "flavours"): lambda v: _flavours(v, "cu"),
+    ("IndexWheel", "flavours"): lambda v: tuple(
+        _flavours([f], "cu" if f.startswith("cu") else "rocm")[0] for f in c.strings(v)),
     ("IndexWheel", "machine"): c.subset(("x86_64", "aarch64")),
     ("IndexWheel", "archs"): lambda v: _arch_spec(v).archs,
     ("FarmWheel", "machine"): c.one_of(("x86_64", "aarch64")),

@@ -545,3 +545,15 @@ def test_fa2_release_rows_follow_their_build_matrices():
     no_28 = replace(m, flash_attn_releases=tuple(r for r in m.flash_attn_releases if str(r.version) != "2.8.3"))
     wheel, why = find_flash_attn_wheel(t28, no_28)
     assert wheel is None and any(w.startswith("2.8.2: no wheel for torch 2.8") for w in why)
+
+
+def test_xformers_rocm_wheels_from_the_pytorch_index_on_mi300():
+    from dataclasses import replace
+
+    f = MACHINES["mi300x"]
+    t = replace(f.torch, version="2.10.0+rocm7.1", hip="7.1.25424")
+    xf = planned(replace(f, torch=t)).backend("xformers")
+    assert xf.viable and xf.route == "torch_index", xf.reason_texts
+    assert xf.steps[-1].argv[-3:] == ("xformers==0.0.35", "--index-url", "https://download.pytorch.org/whl/rocm7.1")
+    old = planned(f).backend("xformers")  # torch 2.7.1+rocm6.3: no ROCm xformers for it
+    assert not old.viable and "has no rocm6.3 wheels" in old.reason_texts[-1]
