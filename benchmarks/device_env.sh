@@ -16,3 +16,22 @@ start_mem_sampler() {
   ( while sleep 1; do free -m | awk '/Mem:/{print $3}'; done ) > "$out/mem-used-mb.txt" &
   sampler=$!
 }
+# simple_index DIR WHEEL...: a PEP 503 "simple" index of those wheels under DIR/simple (files in DIR/files)
+simple_index() {
+  local dir=$1 w n s
+  shift
+  mkdir -p "$dir/simple" "$dir/files"
+  for w in "$@"; do
+    cp "$w" "$dir/files/"
+    n=$(basename "$w" | cut -d- -f1 | tr 'A-Z_.' 'a-z--')
+    mkdir -p "$dir/simple/$n"
+    s=$(sha256sum "$w" | cut -d' ' -f1)
+    printf '<a href="/files/%s#sha256=%s">%s</a><br>\n' "$(basename "$w")" "$s" "$(basename "$w")" >> "$dir/simple/$n/index.html"
+  done
+}
+# serve_index DIR PORT LOG: serve DIR on 127.0.0.1:PORT in the background (its pid in $server)
+serve_index() {
+  (cd "$1" && exec "$py" -m http.server "$2" --bind 127.0.0.1) > "$3" 2>&1 &
+  server=$!
+  sleep 1
+}

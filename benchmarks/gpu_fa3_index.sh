@@ -42,17 +42,8 @@ name=$(basename "$wheel")
 sum=$(sha256sum "$wheel" | cut -d' ' -f1)
 printf '<!DOCTYPE html><html><body><a href="/whl/cu130/%s#sha256=%s">%s</a></body></html>\n' \
   "$name" "$sum" "$name" > "$idx/whl/cu130/flash-attn-3/index.html"
-mkdir -p "$idx/files"
-for w in .whl/*.whl; do
-  cp "$w" "$idx/files/"
-  n=$(basename "$w" | cut -d- -f1 | tr 'A-Z_.' 'a-z--')
-  mkdir -p "$idx/simple/$n"
-  s=$(sha256sum "$w" | cut -d' ' -f1)
-  printf '<a href="/files/%s#sha256=%s">%s</a><br>\n' "$(basename "$w")" "$s" "$(basename "$w")" >> "$idx/simple/$n/index.html"
-done
-(cd "$idx" && exec "$py" -m http.server "$port" --bind 127.0.0.1) > /tmp/fa3-index.log 2>&1 &
-server=$!
-sleep 1
+simple_index "$idx" .whl/*.whl
+serve_index "$idx" "$port" /tmp/fa3-index.log
 
 log "3. --auto on a clean venv over this torch, pointed at the mirror"
 # a new venv that sees this machine's torch environment through a .pth (its python3 is itself a

@@ -19,17 +19,9 @@ for big in nvidia_cutlass_dsl_libs_cu12 nvidia_cutlass_dsl_libs_cu13; do
   cat "/tmp/fa4parts/$big".part* > "$whl/$name"
   echo "$name: $(sha256sum "$whl/$name" | cut -d' ' -f1) (want $(cat "/tmp/fa4parts/$big.sha256"))"
 done
-rm -rf "$idx" && mkdir -p "$idx/simple" "$idx/files"
-for w in "$whl"/*.whl; do
-  cp "$w" "$idx/files/"
-  n=$(basename "$w" | cut -d- -f1 | tr 'A-Z_.' 'a-z--')
-  mkdir -p "$idx/simple/$n"
-  s=$(sha256sum "$w" | cut -d' ' -f1)
-  printf '<a href="/files/%s#sha256=%s">%s</a><br>\n' "$(basename "$w")" "$s" "$(basename "$w")" >> "$idx/simple/$n/index.html"
-done
-(cd "$idx" && exec "$py" -m http.server "$port" --bind 127.0.0.1) > /tmp/fa4-index.log 2>&1 &
-server=$!
-sleep 1
+rm -rf "$idx"
+simple_index "$idx" "$whl"/*.whl
+serve_index "$idx" "$port" /tmp/fa4-index.log
 export PIP_INDEX_URL="http://127.0.0.1:$port/simple" PIP_DISABLE_PIP_VERSION_CHECK=1
 "$py" -m pip install -q --no-index --find-links .whl click packaging requests nvidia-ml-py ruamel.yaml 2>&1 | tail -2
 env_py=/tmp/clean/bin/python

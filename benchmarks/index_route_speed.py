@@ -24,14 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import venv
 from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.pkgindex import PackageIndex, build_wheel, stand_in_torch  # noqa: E402
+from benchmarks.loopback import world  # noqa: E402
+from tests.pkgindex import build_wheel  # noqa: E402
 
 FIX = REPO / "tests/fixtures/nvidia/h200-device"
 FA3 = {"flash_attn_interface.py": "def flash_attn_func(*a, **k):\n    raise RuntimeError\n"}
@@ -55,30 +55,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="attn-index-speed-"))
-    idx = PackageIndex(tmp / "index")
+    w = world(tmp, "2.11.0+cu130", "13.0")
+    idx, env, py = w.idx, w.env, w.py
+    env["ATTN_INSTALL_PYTORCH_INDEX"] = idx.url + "/whl/{flavour}"
     built = tmp / "built"
-    torch_wheel = stand_in_torch(built, "2.11.0+cu130", "13.0")
     for name in ("einops", "packaging", "ninja"):
         idx.add(build_wheel(built, name, "1.0", {f"{name}_standin.py": ""}))
     fa3 = build_wheel(built, "flash_attn_3", "3.0.0", FA3, ("torch", "einops", "packaging", "ninja"),
                       tag="cp39-abi3-manylinux_2_28_x86_64")
-    matrices = tmp / "matrices"
-    shutil.copytree(REPO / "matrices", matrices)
-    routes = matrices / "routes.toml"
-    routes.write_text(routes.read_text().replace("https://github.com/", idx.url + "/"))
-    bindir = tmp / "bin"
-    bindir.mkdir()
-    (bindir / "nvidia-smi").write_text(f"#!/bin/sh\ncase \"$1\" in --query-gpu=*) cat {FIX}/nvidia-smi-query.csv ;; "
-                                       f"-q) exit 9 ;; *) cat {FIX}/nvidia-smi.txt ;; esac\n")
-    (bindir / "nvidia-smi").chmod(0o755)
-    venv.EnvBuilder(with_pip=True).create(tmp / "venv")
-    py = str(tmp / "venv/bin/python")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "CUDA", "VIRTUAL_ENV", "PYTHON"))}
-    env.update(PATH=f"{bindir}:{Path(sys.executable).parent}:/usr/bin:/bin", PIP_INDEX_URL=idx.url + "/simple",
-               PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", ATTN_INSTALL_MATRIX_DIR=str(matrices),
-               ATTN_INSTALL_CACHE=str(tmp / "cache"), ATTN_INSTALL_NO_NVML="1", HOME=str(tmp), PYTHONPATH=str(REPO),
-               CUDA_HOME=str(tmp / "no-cuda-toolkit"), ATTN_INSTALL_PYTORCH_INDEX=idx.url + "/whl/{flavour}")
-    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", str(torch_wheel)], env=env, check=True)
     ai = [sys.executable, "-m", "attn_installer", "install", "flash_attention_3", "--python", py, "--yes"]
 
     def once(case: str) -> tuple[float, Counter, str]:

@@ -20,13 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import venv
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.pkgindex import PackageIndex, build_wheel, stand_in_torch  # noqa: E402
+from benchmarks.loopback import world  # noqa: E402
+from tests.pkgindex import build_wheel  # noqa: E402
 
 FIX = REPO / "tests/fixtures/nvidia/h200-device"
 
@@ -36,24 +36,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="attn-speed-"))
-    idx = PackageIndex(tmp / "index")
-    idx.add(stand_in_torch(tmp / "built"))
-    matrices = tmp / "matrices"
-    shutil.copytree(REPO / "matrices", matrices)
-    fa = matrices / "flash_attn_wheels.toml"
-    fa.write_text(fa.read_text().replace("https://github.com/", idx.url + "/"))
-    bindir = tmp / "bin"
-    bindir.mkdir()
-    (bindir / "nvidia-smi").write_text(f"#!/bin/sh\ncase \"$1\" in --query-gpu=*) cat {FIX}/nvidia-smi-query.csv ;; "
-                                       f"-q) exit 9 ;; *) cat {FIX}/nvidia-smi.txt ;; esac\n")
-    (bindir / "nvidia-smi").chmod(0o755)
-    venv.EnvBuilder(with_pip=True).create(tmp / "venv")
-    py = str(tmp / "venv/bin/python")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "CUDA", "VIRTUAL_ENV", "PYTHON"))}
-    env.update(PATH=f"{bindir}:{Path(sys.executable).parent}:/usr/bin:/bin", PIP_INDEX_URL=idx.url + "/simple",
-               PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", ATTN_INSTALL_MATRIX_DIR=str(matrices),
-               ATTN_INSTALL_CACHE=str(tmp / "cache"), ATTN_INSTALL_NO_NVML="1", HOME=str(tmp), PYTHONPATH=str(REPO))
-    subprocess.run([py, "-m", "pip", "install", "-q", "torch==2.8.0+cu126"], env=env, check=True)
+    w = world(tmp)
+    idx, env, py = w.idx, w.env, w.py
     ai = [sys.executable, "-m", "attn_installer"]
     plan = json.loads(subprocess.run([*ai, "plan", "--json", "--python", py, "--backend", "flash_attention_2"],
                                      env=env, capture_output=True, text=True, check=True).stdout)
