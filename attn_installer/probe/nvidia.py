@@ -19,12 +19,12 @@ What CUDA sees is then worked out from that list as the NVIDIA MIG user guide de
 device is a GPU of its own to CUDA; before R570 one MIG device per process and no other GPU, from R570
 one compute instance per GPU instance) and ``CUDA_VISIBLE_DEVICES`` is applied the way torch parses
 it (indices, UUID prefixes, MIG UUIDs; a repeated entry hides everything; the list stops at the first
-entry that matches nothing).
+entry that matches nothing: :mod:`attn_installer.probe.cuda_visible`). The parsers and the records
+they make are in :mod:`attn_installer.probe.nvidia_smi`.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
@@ -32,6 +32,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from attn_installer.facts import Driver, Gpu
+from attn_installer.probe.cuda_visible import apply_visible_devices, cuda_devices
+from attn_installer.probe.nvidia_smi import (
+    _INVALID_FIELD,
+    GIB,
+    SMI_FIELDS,
+    SMI_FIELDS_OLD,
+    SMI_QUERY,
+    Board,
+    MigSlice,
+    SmiVersions,
+    _s,
+    capability_from_name,
+    parse_nvidia_smi_banner,
+    parse_nvidia_smi_csv,
+    parse_nvidia_smi_list,
+    parse_nvidia_smi_xml,
+    parse_proc_driver_version,
+)
 from attn_installer.probe.text import summary as _summary
 from attn_installer.runner import Runner
 
@@ -39,6 +57,7 @@ if TYPE_CHECKING:
     from attn_installer.matrix.model import GpuCapability
 
 __all__ = [
+    "SMI_QUERY",
     "Board",
     "MigSlice",
     "NvidiaReading",
@@ -55,58 +74,9 @@ __all__ = [
     "parse_proc_driver_version",
     "probe_nvidia",
 ]
-
-GIB = 1024**3
-SMI_FIELDS = ("index", "name", "compute_cap", "memory.total", "driver_version", "uuid", "mig.mode.current")
-"""What the probe asks nvidia-smi (``compute_cap`` needs a 510-series driver or newer)."""
-SMI_FIELDS_OLD = ("index", "name", "memory.total", "driver_version", "uuid")
-"""Asked again without ``compute_cap`` (and ``mig.mode.current``) when the driver rejects the field."""
-SMI_QUERY = ",".join(SMI_FIELDS)
 COMMAND_TIMEOUT = 10.0
 NVML_TIMEOUT = 10.0
-MIG_ONE_PER_PROCESS_BEFORE = 570
-"""Before R570 CUDA enumerates a single MIG device per process (NVIDIA MIG user guide)."""
-MAX_MIG_DEVICES = 64
 TABLE = "matrices/gpus.toml"
-_INVALID_FIELD = "is not a valid field"
-
-
-@dataclass(frozen=True)
-class MigSlice:
-    """A MIG device (one compute instance of a GPU instance): a GPU of its own to CUDA."""
-
-    index: int
-    """Its index on the GPU (nvidia-smi -L "Device N", NVML's MIG device index)."""
-    name: str = ""
-    """The full name NVML gives ("NVIDIA A100-SXM4-40GB MIG 1g.5gb"), or "" (made from the profile)."""
-    profile: str = ""
-    """"1g.10gb" (nvidia-smi -L)."""
-    uuid: Optional[str] = None
-    memory_gb: Optional[float] = None
-    gpu_instance: Optional[int] = None
-    compute_instance: Optional[int] = None
-
-
-@dataclass(frozen=True)
-class Board:
-    """A physical NVIDIA GPU as NVML / nvidia-smi list it (their index, in PCI bus order)."""
-
-    index: int
-    name: str
-    cc: Optional[str]
-    memory_gb: Optional[float]
-    uuid: Optional[str] = None
-    mig: bool = False
-    """MIG mode is enabled: CUDA sees its MIG devices, not the GPU."""
-    slices: tuple[MigSlice, ...] = ()
-
-
-@dataclass(frozen=True)
-class SmiVersions:
-    driver: Optional[str] = None
-    """The kernel driver ("Driver Version", from the 610 series "KMD Version"), not the NVIDIA-SMI version."""
-    cuda: Optional[str] = None
-    """The newest CUDA the driver supports ("CUDA Version", from the 610 series "CUDA UMD Version")."""
 
 
 @dataclass(frozen=True)
@@ -233,311 +203,6 @@ def _nvml_with_timeout(nvml: Any, timeout: float) -> dict[str, Any]:
     if "error" in box:
         raise box["error"]
     return box["reading"]  # type: ignore[no-any-return]
-
-
-# --------------------------------------------------------------------------- nvidia-smi parsers
-
-
-def parse_nvidia_smi_csv(text: str, fields: Sequence[str] = SMI_FIELDS) -> tuple[tuple[Board, ...], Optional[str]]:
-    """``nvidia-smi --query-gpu=<fields> --format=csv,noheader,nounits`` → GPUs and the driver version.
-
-    Sample line: ``0, NVIDIA H200, 9.0, 143771, 580.159.04, GPU-8f6c..., Disabled``. Trailing columns
-    may be missing (the five-column form of the docs parses too); a value nvidia-smi cannot give
-    (``[N/A]``, ``[Not Supported]``) is unknown (None).
-    """
-    boards: list[Board] = []
-    driver: Optional[str] = None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        cols = [c.strip() for c in line.split(",")]
-        if len(cols) < min(len(fields), 4) or not cols[0].isdigit():
-            raise ValueError(f"unexpected nvidia-smi line: {line!r}")
-        row = {f: _known(v) for f, v in zip(fields, cols)}
-        cc = row.get("compute_cap")
-        if "compute_cap" in fields and (cc is None or not re.fullmatch(r"\d+\.\d+", cc)):
-            raise ValueError(f"nvidia-smi gave no compute capability ({cols[fields.index('compute_cap')]!r}); "
-                             "driver too old?")
-        mem = row.get("memory.total")
-        uuid = row.get("uuid")
-        boards.append(Board(index=int(cols[0]), name=row.get("name") or "NVIDIA GPU", cc=cc,
-                            memory_gb=round(float(mem) / 1024, 1) if mem and _num(mem) else None,
-                            uuid=uuid if uuid and uuid.startswith(("GPU-", "MIG-")) else None,
-                            mig=row.get("mig.mode.current") == "Enabled"))
-        driver = row.get("driver_version") or driver
-    return tuple(boards), driver
-
-
-_BANNER_DRIVER = re.compile(r"(?:Driver Version|KMD Version):\s*([0-9]+\.[0-9]+(?:\.[0-9]+)?)")
-_BANNER_CUDA = re.compile(r"CUDA(?: UMD)? Version:\s*([0-9]+\.[0-9]+|N/A)")
-
-
-def parse_nvidia_smi_banner(text: str) -> SmiVersions:
-    """Plain ``nvidia-smi``: the kernel driver and the newest CUDA it supports.
-
-    ``| NVIDIA-SMI 550.54.15   Driver Version: 550.54.15   CUDA Version: 12.4 |``; from the 610 series
-    ``| NVIDIA-SMI 610.43.02   KMD Version: 610.43.02   CUDA UMD Version: 13.3 |``. "NVIDIA-SMI" is the
-    tool's own version (it differs from the driver when the userspace does not match); "CUDA Version:
-    N/A" (no usable libcuda) and drivers older than the 400 series (no CUDA field) give no CUDA version.
-    """
-    driver = _BANNER_DRIVER.search(text)
-    cuda = _BANNER_CUDA.search(text)
-    return SmiVersions(driver.group(1) if driver else None,
-                       cuda.group(1) if cuda and cuda.group(1) != "N/A" else None)
-
-
-def parse_nvidia_smi_xml(text: str) -> dict[str, Any]:
-    """``nvidia-smi -q -x``: driver and CUDA version, and per GPU its name, UUID, memory, MIG mode and
-    MIG devices (index, GPU instance, compute instance, memory)."""
-    root = ET.fromstring(text)
-    out: dict[str, Any] = {
-        "driver_version": _version_in(root.findtext("driver_version")),
-        "cuda_version": _version_in(root.findtext("cuda_version"), parts=2),
-        "gpus": [],
-    }
-    for gpu in root.findall("gpu"):
-        migs = []
-        for m in gpu.findall("mig_devices/mig_device"):
-            migs.append({
-                "index": _int(m.findtext("index")),
-                "gpu_instance": _int(m.findtext("gpu_instance_id")),
-                "compute_instance": _int(m.findtext("compute_instance_id")),
-                "memory_gb": _mib_to_gib(m.findtext("fb_memory_usage/total")),
-            })
-        out["gpus"].append({
-            "name": (gpu.findtext("product_name") or "").strip(),
-            "uuid": (gpu.findtext("uuid") or "").strip() or None,
-            "architecture": (gpu.findtext("product_architecture") or "").strip() or None,
-            "mig": (gpu.findtext("mig_mode/current_mig") or "").strip() == "Enabled",
-            "memory_gb": _mib_to_gib(gpu.findtext("fb_memory_usage/total")),
-            "mig_devices": migs,
-        })
-    return out
-
-
-_LIST_GPU = re.compile(r"^GPU (\d+): (.+?) \(UUID: (GPU-[0-9a-fA-F-]+)\)\s*$")
-_LIST_MIG = re.compile(r"^\s+MIG (\S+)\s+Device\s+(\d+): \(UUID: (MIG-[^)\s]+)\)\s*$")
-
-
-def parse_nvidia_smi_list(text: str) -> list[dict[str, Any]]:
-    """``nvidia-smi -L`` → [{index, name, uuid, migs: [{index, profile, uuid}]}].
-
-    ``GPU 0: NVIDIA A100-SXM4-80GB (UUID: GPU-7fdaf0a5-...)`` then, with MIG, one line per MIG device:
-    ``  MIG 1g.10gb     Device  0: (UUID: MIG-feb88891-...)``.
-    """
-    out: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        g = _LIST_GPU.match(line.strip())
-        if g:
-            out.append({"index": int(g.group(1)), "name": g.group(2), "uuid": g.group(3), "migs": []})
-            continue
-        m = _LIST_MIG.match(line)
-        if m and out:
-            out[-1]["migs"].append({"index": int(m.group(2)), "profile": m.group(1), "uuid": m.group(3)})
-    return out
-
-
-def parse_proc_driver_version(text: str) -> Optional[str]:
-    """``/proc/driver/nvidia/version``: ``NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15 ...``."""
-    m = re.search(r"Kernel Module(?:\s+for\s+\S+)?\s+([0-9]+\.[0-9]+(?:\.[0-9]+)?)", text)
-    if m:
-        return m.group(1)
-    m = re.search(r"NVRM version:.*?\s([0-9]{3}\.[0-9]+(?:\.[0-9]+)?)\s", text)
-    return m.group(1) if m else None
-
-
-# --------------------------------------------------------------------------- compute capability table
-
-
-def capability_from_name(name: str, table: Sequence[GpuCapability]) -> Optional[GpuCapability]:
-    """The row of ``matrices/gpus.toml`` whose product name is the GPU's (longest name wins), or None."""
-    best: Optional[GpuCapability] = None
-    best_len = 0
-    for row in table:
-        n = row.matches(name)
-        if n > best_len:
-            best, best_len = row, n
-    return best
-
-
-# --------------------------------------------------------------------------- what CUDA sees
-
-
-def cuda_devices(boards: Sequence[Board], visible: Optional[str], driver: Optional[str],
-                 device_order: Optional[str] = None) -> tuple[tuple[Gpu, ...], list[str]]:
-    """The GPUs CUDA enumerates on these boards under ``CUDA_VISIBLE_DEVICES=visible``, numbered as
-    CUDA numbers them, and notes on what was assumed.
-
-    A MIG-enabled GPU contributes its MIG devices, one per GPU instance (from R570), or, before R570,
-    CUDA sees only the first MIG device and no other GPU (NVIDIA MIG user guide, "CUDA Device
-    Enumeration"). Boards without a compute capability must have been left out by the caller.
-    """
-    notes: list[str] = []
-    by_board = {b.index: b for b in boards}
-    chosen: list[tuple[Board, Optional[MigSlice]]] = []
-    if visible is None:
-        for b in boards:
-            chosen.extend(_members(b, notes))
-    else:
-        for b, s in _select(boards, visible, notes):
-            if s is None and b.mig:
-                chosen.extend(_members(b, notes))
-            else:
-                chosen.append((b, s))
-    major = _driver_major(driver)
-    migs = [(b, s) for b, s in chosen if s is not None]
-    if migs and major is not None and major < MIG_ONE_PER_PROCESS_BEFORE:
-        dropped = len(chosen) - 1
-        chosen = [migs[0]]
-        if dropped:
-            notes.append(f"driver {driver}: before R570 CUDA enumerates one MIG device per process and no other GPU "
-                         f"(NVIDIA MIG user guide); {dropped} more device(s) hidden from CUDA")
-    elif migs:
-        seen: set[tuple[int, int]] = set()
-        kept: list[tuple[Board, Optional[MigSlice]]] = []
-        unknown_gi = False
-        for b, s in chosen:
-            if s is not None:
-                if s.gpu_instance is None:
-                    unknown_gi = True
-                elif (b.index, s.gpu_instance) in seen:
-                    continue
-                else:
-                    seen.add((b.index, s.gpu_instance))
-            kept.append((b, s))
-        if len(kept) < len(chosen):
-            notes.append("CUDA enumerates one compute instance per MIG GPU instance (NVIDIA MIG user guide): "
-                         f"{len(chosen) - len(kept)} MIG device(s) sharing a GPU instance hidden")
-        if unknown_gi:
-            notes.append("the GPU instance of some MIG devices is unknown (no NVML, no nvidia-smi -q -x): "
-                         "each is counted as a CUDA device")
-        mig_seen = 0
-        chosen = []
-        for b, s in kept:
-            if s is not None:
-                mig_seen += 1
-                if mig_seen > MAX_MIG_DEVICES:
-                    continue
-            chosen.append((b, s))
-    if device_order != "PCI_BUS_ID" and len({by_board[b.index].name for b, _ in chosen}) > 1:
-        notes.append("mixed GPUs: CUDA numbers them fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID; these indices "
-                     "are in PCI bus order (as nvidia-smi)")
-    gpus = tuple(_gpu(i, b, s) for i, (b, s) in enumerate(chosen))
-    return gpus, notes
-
-
-def apply_visible_devices(gpus: tuple[Gpu, ...], value: Optional[str]) -> tuple[tuple[Gpu, ...], Optional[str]]:
-    """Filter and renumber plain GPUs (no MIG) as ``CUDA_VISIBLE_DEVICES`` does; returns (gpus, note)."""
-    if value is None:
-        return gpus, None
-    boards = [Board(index=g.index, name=g.name, cc=g.compute_capability or _cc_of(g.arch), memory_gb=g.memory_gb,
-                    uuid=g.uuid) for g in gpus]
-    notes: list[str] = []
-    picked = _select(boards, value, notes)
-    by_index = {g.index: g for g in gpus}
-    out = tuple(replace(by_index[b.index], index=i) for i, (b, _s) in enumerate(picked))
-    return out, (notes[-1] if notes else None)
-
-
-def _members(b: Board, notes: list[str]) -> list[tuple[Board, Optional[MigSlice]]]:
-    if not b.mig:
-        return [(b, None)]
-    if not b.slices:
-        notes.append(f"GPU {b.index} ({b.name}) has MIG mode enabled but no MIG device: CUDA cannot use it")
-    return [(b, s) for s in b.slices]
-
-
-def _strtoul(s: str) -> int:
-    """The number a string starts with, as CUDA reads an index ("1gpu" is 1); -1 when none."""
-    m = re.match(r"[+-]?\d+", s)
-    return int(m.group(0)) if m else -1
-
-
-def _select(boards: Sequence[Board], value: str, notes: list[str]) -> list[tuple[Board, Optional[MigSlice]]]:
-    """``CUDA_VISIBLE_DEVICES`` applied the way torch parses it (torch/cuda/__init__.py
-    _parse_visible_devices, checked against driver 525.60.13 in pytorch/pytorch#92315): a list of
-    indices, or of GPU-UUID prefixes, or of MIG-UUIDs, chosen by its first entry; the list stops at the
-    first entry that is not of that kind or matches nothing; a repeated entry hides every GPU."""
-    entries = value.split(",")
-    first = entries[0].strip()
-    out: list[tuple[Board, Optional[MigSlice]]] = []
-    if first.startswith(("GPU-", "MIG-")):
-        prefix = first[:4]
-        taken: list[str] = []
-        for raw in entries:
-            e = raw.strip()
-            if e in taken:
-                notes.append(f"CUDA_VISIBLE_DEVICES names {e!r} twice: CUDA then sees no GPU")
-                return []
-            if not e.startswith(prefix):
-                notes.append(f"CUDA_VISIBLE_DEVICES entry {e!r} is not a {prefix}UUID like the first; later entries "
-                             "ignored")
-                break
-            hit = _by_uuid(boards, e)
-            if hit is None:
-                notes.append(f"CUDA_VISIBLE_DEVICES entry {e!r} matches no GPU (or more than one); later entries "
-                             "ignored")
-                break
-            if hit in out:
-                notes.append(f"CUDA_VISIBLE_DEVICES names {e!r} twice: CUDA then sees no GPU")
-                return []
-            taken.append(e)
-            out.append(hit)
-            if hit[1] is None and hit[0].mig:
-                notes.append(f"CUDA_VISIBLE_DEVICES names MIG-enabled GPU {hit[0].index} by its GPU UUID: CUDA "
-                             "documents MIG devices chosen by their MIG UUID (nvidia-smi -L); read as its MIG devices")
-        return out
-    by_index = {b.index: b for b in boards}
-    picked: list[int] = []
-    for raw in entries:
-        idx = _strtoul(raw.strip())
-        if idx in picked:
-            notes.append(f"CUDA_VISIBLE_DEVICES names index {idx} twice: CUDA then sees no GPU")
-            return []
-        if idx < 0:
-            if raw.strip() and not re.fullmatch(r"-\d+", raw.strip()):
-                notes.append(f"CUDA_VISIBLE_DEVICES entry {raw.strip()!r} is not an index; later entries ignored")
-            break
-        if idx not in by_index:
-            notes.append(f"CUDA_VISIBLE_DEVICES entry {raw.strip()!r} matches no GPU; later entries ignored")
-            break
-        picked.append(idx)
-        b = by_index[idx]
-        if b.mig:
-            notes.append(f"CUDA_VISIBLE_DEVICES index {idx} names MIG-enabled GPU {idx}: CUDA documents MIG devices "
-                         "chosen by their MIG UUID (nvidia-smi -L); read as its MIG devices")
-        out.append((b, None))
-    return out
-
-
-def _by_uuid(boards: Sequence[Board], entry: str) -> Optional[tuple[Board, Optional[MigSlice]]]:
-    """The one GPU or MIG device whose UUID starts with *entry*; the pre-R470 form
-    ``MIG-GPU-<uuid>/<gpu instance>/<compute instance>`` too. None when none or several match."""
-    old = re.fullmatch(r"MIG-(GPU-[0-9a-fA-F-]+)/(\d+)/(\d+)", entry)
-    hits: list[tuple[Board, Optional[MigSlice]]] = []
-    for b in boards:
-        if old:
-            if b.uuid and b.uuid.startswith(old.group(1)):
-                hits.extend((b, s) for s in b.slices
-                            if s.gpu_instance == int(old.group(2)) and s.compute_instance == int(old.group(3)))
-            continue
-        if b.uuid and b.uuid.startswith(entry):
-            hits.append((b, None))
-        hits.extend((b, s) for s in b.slices if s.uuid and s.uuid.startswith(entry))
-    return hits[0] if len(hits) == 1 else None
-
-
-def _gpu(index: int, b: Board, s: Optional[MigSlice]) -> Gpu:
-    assert b.cc is not None
-    major, minor = b.cc.split(".")
-    arch = f"sm_{major}{minor}"
-    if s is None:
-        return Gpu(index=index, vendor="nvidia", name=b.name, arch=arch, compute_capability=b.cc,
-                   memory_gb=b.memory_gb if b.memory_gb is not None else 0.0, uuid=b.uuid)
-    name = s.name or (f"{b.name} MIG {s.profile}" if s.profile else f"{b.name} MIG device {s.index}")
-    return Gpu(index=index, vendor="nvidia", name=name, arch=arch, compute_capability=b.cc,
-               memory_gb=s.memory_gb if s.memory_gb is not None else 0.0, uuid=s.uuid, mig=True)
 
 
 # --------------------------------------------------------------------------- cascade
@@ -759,46 +424,3 @@ def _nvml_error(e: BaseException) -> str:
     if "RM_VERSION_MISMATCH" in type(e).__name__.upper() or "version mismatch" in text.lower():
         return f"{text} (driver and kernel module versions differ: reboot or reload the driver)"
     return text
-
-
-def _known(v: str) -> Optional[str]:
-    v = v.strip()
-    return None if not v or v.startswith("[") or v in ("N/A", "Not Supported") else v
-
-
-def _version_in(text: Optional[str], parts: int = 3) -> Optional[str]:
-    """The version a field starts with ("13.3 [Deprecated; ...]" → 13.3); None for N/A or nothing."""
-    m = re.match(r"\s*(\d+\.\d+" + (r"(?:\.\d+)?" if parts == 3 else "") + ")", text or "")
-    return m.group(1) if m else None
-
-
-def _mib_to_gib(text: Optional[str]) -> Optional[float]:
-    value = (text or "").replace("MiB", "").strip()
-    return round(float(value) / 1024, 1) if value and _num(value) else None
-
-
-def _int(text: Optional[str]) -> Optional[int]:
-    value = (text or "").strip()
-    return int(value) if value.isdigit() else None
-
-
-def _driver_major(driver: Optional[str]) -> Optional[int]:
-    m = re.match(r"(\d+)", driver or "")
-    return int(m.group(1)) if m else None
-
-
-def _cc_of(arch: str) -> Optional[str]:
-    m = re.fullmatch(r"sm_(\d+)(\d)[af]?", arch)
-    return f"{m.group(1)}.{m.group(2)}" if m else None
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _num(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
