@@ -66,7 +66,7 @@ class Training:
     """Set by the plan: why packing cannot stay and may not be turned off."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.margin < 10:
+        if not 0 <= self.margin <= 10:
             raise UsageError(f"--switch-margin: {self.margin * 100:g}% is not between 0 and 1000")
 
 

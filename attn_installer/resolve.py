@@ -334,8 +334,9 @@ def training_misfits(b: Backend, facts: Facts, matrix: Matrix, request: Request)
     why: list[str] = []
     src = tr.source or "the training config"
     if tr.packing and not b.packing:
-        why.append(f"sample_packing: true ({src}); {b.name} has no varlen (packed) path: axolotl would "
-                   "attend across the packed documents or refuse (matrices/backends.toml packing)")
+        note = f" ({b.packing_note})" if b.packing_note else ""
+        why.append(f"sample_packing: true ({src}); {b.name} has no varlen (packed) path{note} "
+                   "(matrices/backends.toml packing)")
     m = tr.model
     if m is None:
         return why

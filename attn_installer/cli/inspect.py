@@ -152,7 +152,10 @@ def merge_into(app: App, p: Plan, path: Path, facts: Facts, *, tc: Optional[Trai
     if tc is None:
         tc = read_training_config(path, app.matrix())
     edits = merge_edits(p, tc, facts, app.matrix(), axolotl_version)
+    said = set(edits.why.values())
     for i, n in enumerate(edits.notes):
+        if n in said:
+            continue  # the key it changed says it, below
         if i == 0 and p.choice is not None:
             app.out(f"{'kept' if p.choice.kept else 'changed'}: {n}")
         else:
@@ -168,7 +171,9 @@ def merge_into(app: App, p: Plan, path: Path, facts: Facts, *, tc: Optional[Trai
     app.out(f"{'would change' if dry_run else 'changed'} in {path}:")
     for k in (*out.result.changed, *out.result.removed):
         after = "removed" if k in out.result.removed else _show(edits.set.get(k))
-        app.out(f"  {k}: {_show(tc.data.get(k))} -> {after}: {edits.why.get(k, '')}")
+        before = _show(tc.data[k]) if k in tc.data and tc.data[k] is not None else \
+            "null" if k in tc.data else "(unset)"
+        app.out(f"  {k}: {before} -> {after}: {edits.why.get(k, '')}")
     if dry_run:
         app.out(f"dry run: {path} was not changed")
     else:

@@ -124,6 +124,8 @@ class Backend:
     amd_gfx_from_torch: bool = False
     """Part of torch: it runs on every AMD GPU the ROCm torch build has kernels for (its gfx list in
     torch.toml [[rocm_build]], or torch.cuda.get_arch_list()), whatever amd_gfx says."""
+    packing_note: str = ""
+    """What axolotl does with sample_packing for a backend without a varlen path (said with the reason)."""
     build_flags_file: str = ""
     """A module its wheel leaves on the import path with the build's flags (FA3's flash_attn_config.py:
     which head dims, soft-capping, varlen, backward it was compiled with); the probe reads it."""
