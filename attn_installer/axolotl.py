@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional
 
 from packaging.version import Version
@@ -157,10 +157,15 @@ def merge_edits(plan: Any, tc: Any, facts: Facts, matrix: Matrix, requested_axol
     remove: list[str] = []
     comments: tuple[str, ...] = ()
     notes = list(choice.reasons) if choice is not None else []
-    backend = plan.recommended if choice is None else choice.backend
+    backend = plan.recommended
     ver_text = requested_axolotl or facts.packages.get("axolotl")
     if choice is not None and not choice.judged and choice.kept:
         backend = None  # a value the plan cannot judge stays as it is
+    if choice is not None and backend is not None and choice.backend != backend:
+        # --auto installed another backend than the plan chose (no route of that one worked)
+        choice = replace(choice, backend=backend, kept=False,
+                         reasons=(f"{backend} is the backend installed ({choice.backend}, the plan's choice, could not "
+                                  "be installed by any route)",))
     if backend is not None:
         b = matrix.backend(backend)
         assumed = ""
@@ -169,7 +174,9 @@ def merge_edits(plan: Any, tc: Any, facts: Facts, matrix: Matrix, requested_axol
             version = _legacy_era(matrix)
             assumed = (f"axolotl is not installed here and no --axolotl-version was given: attention is selected "
                        f"with the file's kind of key, a legacy boolean (axolotl < {matrix.axolotl_keys.one_key_from})")
-        impl = plan.backend(backend).attn_implementation
+        impl = plan.config.get("attn_implementation")  # the route installed (a hub kernel is named by its path)
+        if not (isinstance(impl, str) and "/" in impl):
+            impl = plan.backend(backend).attn_implementation
         wanted, comments_l, _w = make_config(b, facts, matrix, plan.workload, version, impl=impl, packing=False)
         att = {k: v for k, v in wanted.items() if k in keys}
         kept = choice is not None and choice.kept

@@ -172,7 +172,7 @@ class App:
         """`--auto --merge FILE`: merge the installed backend's keys into the user's config."""
         from attn_installer.cli.inspect import merge_into  # noqa: PLC0415
 
-        merge_into(self, plan, path, facts, dry_run=dry_run, **self.merge_options)
+        merge_into(self, plan, path, facts, dry_run=dry_run, notes=False, **self.merge_options)
 
     def context(self) -> dict[str, Any]:
         return {"app": self}

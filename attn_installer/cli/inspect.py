@@ -142,9 +142,10 @@ def _show(v: object) -> str:
 
 
 def merge_into(app: App, p: Plan, path: Path, facts: Facts, *, tc: Optional[TrainingConfig] = None,
-               axolotl_version: Optional[str] = None, dry_run: bool = False) -> None:
+               axolotl_version: Optional[str] = None, dry_run: bool = False, notes: bool = True) -> None:
     """Merge the plan's choice into the user's config *path* (read again when *tc* is not given) and
-    say every key changed and why; *dry_run*: the diff only, nothing written."""
+    say every key changed and why; *dry_run*: the diff only, nothing written; *notes*: also say what
+    was decided without a change (--auto has said it with the plan)."""
     from attn_installer.axolotl import merge_edits  # noqa: PLC0415
     from attn_installer.config import merge_file, preview_merge  # noqa: PLC0415
     from attn_installer.trainconfig import read_training_config  # noqa: PLC0415
@@ -153,7 +154,7 @@ def merge_into(app: App, p: Plan, path: Path, facts: Facts, *, tc: Optional[Trai
         tc = read_training_config(path, app.matrix())
     edits = merge_edits(p, tc, facts, app.matrix(), axolotl_version)
     said = set(edits.why.values())
-    for i, n in enumerate(edits.notes):
+    for i, n in enumerate(edits.notes if notes else ()):
         if n in said:
             continue  # the key it changed says it, below
         if i == 0 and p.choice is not None:

@@ -235,3 +235,24 @@ def test_every_config_is_planned_from_its_model(hf_cache):
     assert seen["qwen25-full.yaml"] == ("full", False, 128, None, "flex_attention")
     assert seen["mistral-legacy-012.yaml"] == ("full", True, 128, None, "flash_attention_2")
     assert json.dumps(seen)  # plain values
+
+
+def test_auto_fallback_merges_the_backend_installed_not_the_one_planned(hf_cache):
+    """--auto could not install the plan's choice by any route and installed the next backend:
+    the merge writes what was installed, and says so."""
+    from dataclasses import replace
+
+    from attn_installer.axolotl import make_config
+
+    m = load_matrix()
+    tc = read_training_config(TRAINING / "qwen3-fa3.yaml", m)
+    model, _ = find_model(tc, hf_cache)
+    p = planned(MACHINES["a100"], cache_dir="/cache", workload=tc.workload, axolotl_version="0.21.0",
+                training=tc.as_training(model))
+    assert p.recommended == "flash_attention_2" and p.choice.backend == "flash_attention_2"
+    config, _, _ = make_config(m.backend("flex_attention"), MACHINES["a100"], m, "lora", "0.21.0")
+    installed = replace(p, recommended="flex_attention", config=config)  # what install.run._recommend makes
+    edits = merge_edits(installed, tc, MACHINES["a100"], m, "0.21.0")
+    assert edits.set["attn_implementation"] == "flex_attention"
+    assert edits.why["attn_implementation"].startswith("flex_attention is the backend installed (flash_attention_2, "
+                                                       "the plan's choice, could not be installed by any route)")
