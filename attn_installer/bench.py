@@ -33,6 +33,7 @@ __all__ = [
     "cache_key",
     "cache_path",
     "find_measured",
+    "training_shape",
     "load_cached",
     "measured_speeds",
     "parse_backends",
@@ -368,10 +369,13 @@ def save_cached(path: Path, report: BenchReport) -> None:
     write_atomic(path, json.dumps(report.to_dict(), indent=1, sort_keys=True) + "\n")
 
 
-def find_measured(cache_dir: Path, facts: Facts, matrix: Matrix, workload: str) -> Optional[BenchReport]:
+def find_measured(cache_dir: Path, facts: Facts, matrix: Matrix, workload: str,
+                  shape: Optional[Mapping[str, Any]] = None) -> Optional[BenchReport]:
     """The newest cached report measured on this machine (same GPUs, driver, torch and backend
     versions) with an accepted number for the workload's metric, judged; None when there is none.
-    Whether each backend's build is still the one measured is :func:`untrusted`'s question."""
+    *shape*: only a report measured at these config values (head_dim, heads, kv_heads, seq_len,
+    dtype, packed: a model's shape, :func:`training_shape`). Whether each backend's build is still
+    the one measured is :func:`untrusted`'s question."""
     from attn_installer.judge import judge  # noqa: PLC0415
 
     metric = "fwd" if workload == "inference" else "fwd+bwd"
@@ -385,11 +389,29 @@ def find_measured(cache_dir: Path, facts: Facts, matrix: Matrix, workload: str) 
         rep = judge(rep, matrix)
         if {k: v for k, v in rep.machine.items() if k != "builds"} != want or not rep.measured:
             continue
+        if shape is not None and any(rep.config.get(k) != v for k, v in shape.items()):
+            continue
         if not any(r.variant is None and r.ms(metric) is not None for r in rep.results):
             continue
         if best is None or (rep.created or "") > (best.created or ""):
             best = rep
     return best
+
+
+def training_shape(model: Any, seq_len: Optional[int], dtype: Optional[str], packed: bool) -> dict[str, Any]:
+    """The bench config values a measurement must have to judge this model's training: its head
+    dim (Q/K), heads and KV heads, the training's sequence_len (else the model's positions capped
+    at SEQ_CAP, as `bench --model-config` measures), the dtype and packing when known."""
+    from attn_installer.modelconfig import SEQ_CAP  # noqa: PLC0415
+
+    seq = seq_len or min(model.max_positions or SEQ_CAP, SEQ_CAP)
+    out: dict[str, Any] = {"head_dim": model.head_dim, "heads": model.heads, "kv_heads": model.kv_heads,
+                           "seq_len": seq}
+    if dtype:
+        out["dtype"] = dtype
+    if packed:
+        out["packed"] = True
+    return out
 
 
 # --------------------------------------------------------------------------- ranking

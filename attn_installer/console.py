@@ -107,6 +107,11 @@ def render_plan(p: Plan, *, verbose: bool = False) -> str:
         out.append("nothing can be installed until that is fixed")
     for w in p.warnings:
         out.extend(_wrap(w, "warning: ", "         "))
+    c = p.choice
+    if c is not None and c.packing != "blocked" and c.judged:
+        for i, r in enumerate(c.reasons):
+            head = f"{'kept' if c.kept else 'changed'}: " if i == 0 else "  "
+            out.extend(_wrap(r, head, " " * len(head) if i == 0 else "    "))
     if p.recommended:
         rec = p.backend(p.recommended)
         out.append(f"recommended: {rec.name} ({rec.title}) for {p.workload}")

@@ -159,6 +159,9 @@ class Facts:
     """What the probe could not read, and why."""
     hub: Optional[HubReach] = None
     """Asked only where transformers >= 5 and kernels are installed (see probe/hub.py)."""
+    build_flags: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
+    """distribution -> the flags its installed build was made with, read from the module the build
+    leaves (FA3's flash_attn_config.py: {"FLASHATTENTION_DISABLE_HDIM256": true, ...})."""
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -228,6 +231,8 @@ class Facts:
             "notes": list(self.notes),
             **({"hub": {"endpoint": self.hub.endpoint, "reachable": self.hub.reachable, "detail": self.hub.detail}}
                if self.hub is not None else {}),
+            **({"build_flags": {d: dict(sorted(f.items())) for d, f in sorted(self.build_flags.items())}}
+               if self.build_flags else {}),
         }
 
     def to_json(self) -> str:

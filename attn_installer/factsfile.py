@@ -146,7 +146,17 @@ class Reader:
             sources={str(k): str(v) for k, v in self.obj(sources, "sources").items()},
             notes=tuple(str(n) for n in notes) if isinstance(notes, list) else (),
             hub=self.hub(top.get("hub")),
+            build_flags=self.build_flags(top.get("build_flags")),
         )
+
+    def build_flags(self, data: Any) -> dict[str, dict[str, bool]]:
+        if data is None:
+            return {}
+        out: dict[str, dict[str, bool]] = {}
+        for dist, flags in self.obj(data, "build_flags").items():
+            f = self.obj(flags, f"build_flags.{dist}")
+            out[str(dist)] = {str(k): bool(self.boolean(v, f"build_flags.{dist}.{k}")) for k, v in f.items()}
+        return out
 
     def hub(self, data: Any) -> Optional[HubReach]:
         if data is None:

@@ -110,12 +110,37 @@ class ModelAttention:
     dtype: Optional[str] = None
     """bf16 / fp16 from the config's torch_dtype (``dtype`` in transformers 5), None when neither."""
     source: str = ""
+    sliding_window: Optional[int] = None
+    """The window of its sliding-window layers, None when it has none (see :func:`_sliding_window`)."""
+    softcap: Optional[float] = None
+    """``attn_logit_softcapping`` (Gemma 2: 50.0): attention logits are soft-capped, None when not."""
+    model_type: str = ""
+    max_positions: Optional[int] = None
+    """``max_position_embeddings``, uncapped."""
+
+    @property
+    def dims(self) -> str:
+        return str(self.head_dim) if self.head_dim == self.head_dim_v else f"{self.head_dim}/{self.head_dim_v}"
 
     @property
     def label(self) -> str:
-        dims = str(self.head_dim) if self.head_dim == self.head_dim_v else f"{self.head_dim}/{self.head_dim_v}"
-        return f"{self.heads} heads, {self.kv_heads} KV heads, head dim {dims}" + (
+        return f"{self.heads} heads, {self.kv_heads} KV heads, head dim {self.dims}" + (
             f", {self.dtype}" if self.dtype else "")
+
+    @property
+    def features(self) -> str:
+        """What the attention needs besides its shape: sliding window, soft-capping ('' for neither)."""
+        out = []
+        if self.sliding_window is not None:
+            out.append(f"sliding window {self.sliding_window}")
+        if self.softcap is not None:
+            out.append(f"attention logit soft-capping {self.softcap:g}")
+        return ", ".join(out)
+
+    @property
+    def name(self) -> str:
+        """How reasons name the model: its type and where its config came from."""
+        return f"{self.model_type or 'the model'} ({self.source})" if self.source else (self.model_type or "the model")
 
 
 def attention_from_config(data: Any, where: str) -> ModelAttention:
@@ -133,8 +158,29 @@ def attention_from_config(data: Any, where: str) -> ModelAttention:
     if nope is not None and rope is not None:
         d = nope + rope
         dv = _field_int(cfg, "v_head_dim", where) or d
+    softcap = cfg.get("attn_logit_softcapping")
+    if softcap is not None and (isinstance(softcap, bool) or not isinstance(softcap, (int, float)) or softcap <= 0):
+        raise UsageError(f"{where}: field 'attn_logit_softcapping': {softcap!r} is not a positive number")
     return ModelAttention(heads=shape["heads"], kv_heads=shape["kv_heads"], head_dim=d, head_dim_v=dv,
-                          dtype=dtype or inner, source=where)
+                          dtype=dtype or inner, source=where, sliding_window=_sliding_window(cfg, where),
+                          softcap=float(softcap) if softcap is not None else None,
+                          model_type=str(cfg.get("model_type") or data.get("model_type") or ""),
+                          max_positions=_field_int(cfg, "max_position_embeddings", where))
+
+
+def _sliding_window(cfg: Mapping[str, Any], where: str) -> Optional[int]:
+    """The sliding window the model attends with, None when it has none: ``layer_types`` naming
+    sliding_attention layers, or ``sliding_window`` set, not switched off by ``use_sliding_window:
+    false`` (Qwen2 / 2.5 ship a window they do not use) and shorter than ``max_position_embeddings``
+    (Phi-3.5's 262144 over 131072 positions is no window). transformers 5.20.1 configuration_*.py."""
+    window = _field_int(cfg, "sliding_window", where)
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and "sliding_attention" in types:
+        return window
+    if window is None or cfg.get("use_sliding_window") is False:
+        return None
+    mpe = _field_int(cfg, "max_position_embeddings", where)
+    return window if mpe is None or window < mpe else None
 
 
 def read_model_attention(path: Path) -> ModelAttention:
@@ -174,32 +220,11 @@ def axolotl_model(path: Path, env: Mapping[str, str]) -> tuple[Optional[ModelAtt
     """From an axolotl config: the model's attention (its config.json: ``base_model_config`` or
     ``base_model`` as a local folder, else from the Hugging Face cache at ``revision_of_model``), the
     dtype it trains in (``bf16: true / auto`` -> bf16, ``fp16: true`` -> fp16) and a note when the
-    model's config.json is not on this machine. UsageError when the file cannot be read."""
-    from ruamel.yaml import YAML  # noqa: PLC0415
-    from ruamel.yaml.error import YAMLError  # noqa: PLC0415
+    model's config.json is not on this machine. ConfigError when the file cannot be read
+    (attn_installer.trainconfig reads it)."""
+    from attn_installer.matrix import load_matrix  # noqa: PLC0415
+    from attn_installer.trainconfig import find_model, read_training_config  # noqa: PLC0415
 
-    try:
-        data = YAML(typ="safe").load(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read the axolotl config: {e.strerror or e}") from None
-    except YAMLError as e:
-        raise UsageError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: not a YAML mapping (expected an axolotl config)")
-    dtype = None
-    if data.get("bf16") in (True, "auto", "true", "True"):
-        dtype = "bf16"
-    elif data.get("fp16") in (True, "true", "True"):
-        dtype = "fp16"
-    name = data.get("base_model_config") or data.get("base_model")
-    if not name or not isinstance(name, str):
-        return None, dtype, f"{path} names no base_model"
-    local = Path(name).expanduser()
-    if local.is_dir():
-        cfg: Optional[Path] = local / "config.json" if (local / "config.json").is_file() else None
-    else:
-        rev = data.get("revision_of_model")
-        cfg = find_hf_config(name, env, str(rev) if rev else None)
-    if cfg is None:
-        return None, dtype, f"config.json of {name} is not on this machine (local folder or Hugging Face cache)"
-    return read_model_attention(cfg), dtype, ""
+    tc = read_training_config(path, load_matrix())
+    model, note = find_model(tc, env)
+    return model, tc.dtype, note

@@ -7,15 +7,21 @@ checked once, when they are made.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from packaging.version import InvalidVersion, Version
 
 from attn_installer.errors import UsageError
 from attn_installer.words import ROUTE_KINDS, WORKLOADS, Workload, is_arch
 
-__all__ = ["MeasuredSpeed", "Request", "Target"]
+if TYPE_CHECKING:
+    from attn_installer.modelconfig import ModelAttention
+
+__all__ = ["DEFAULT_SWITCH_MARGIN", "MeasuredSpeed", "Request", "Target", "Training"]
+
+DEFAULT_SWITCH_MARGIN = 0.10
+"""A measured backend replaces the user's choice only when it is more than this much faster."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,40 @@ class MeasuredSpeed:
     """fwd+bwd (full, lora) or fwd (inference)."""
     where: str = ""
     """GPU, dtype and shape it was measured at, for the reason text."""
+
+
+@dataclass(frozen=True)
+class Training:
+    """What the user's training config (an axolotl YAML, `--axolotl-config` / `--merge`) and the
+    model it trains ask of the plan."""
+
+    source: str = ""
+    """The axolotl config it was read from ('' when only a model config was given)."""
+    packing: bool = False
+    """``sample_packing: true``: only backends with a varlen (packed) path are eligible."""
+    allow_no_packing: bool = False
+    """When no backend with a varlen path fits, plan without packing (the merge turns it off)."""
+    model: Optional[ModelAttention] = None
+    """The model's attention (its config.json): head dims, heads, sliding window, soft-capping."""
+    sequence_len: Optional[int] = None
+    choice: Optional[str] = None
+    """The attention the file selects (an attn_implementation value, a hub kernel path, or what a
+    legacy boolean maps to); None when it selects none."""
+    choice_from: str = ""
+    """The line(s) that select it, for the reasons ("flash_attention: true")."""
+    prefer_recommended: bool = False
+    """Replace the user's choice with the plan's (--prefer-recommended)."""
+    margin: float = DEFAULT_SWITCH_MARGIN
+    verified: Mapping[str, str] = field(default_factory=dict)
+    """backend -> the verification record of its installed build on this GPU ("passed", "failed: ...")."""
+    packing_off: str = ""
+    """Set by the plan: why packing was turned off (no varlen backend fits, --allow-no-packing)."""
+    packing_blocked: str = ""
+    """Set by the plan: why packing cannot stay and may not be turned off."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.margin <= 10:
+            raise UsageError(f"--switch-margin: {self.margin * 100:g}% is not between 0 and 1000")
 
 
 @dataclass(frozen=True)
@@ -53,6 +93,8 @@ class Request:
     """Only this route kind (--route: torch_index, wheel_farm, source, ...)."""
     no_source: bool = False
     """Never a source build (--no-source)."""
+    training: Optional[Training] = None
+    """The user's training config and model (--axolotl-config, --merge, --model-config)."""
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:

@@ -22,7 +22,7 @@ from attn_installer.routes import Miss, Route, find_route
 from attn_installer.words import Method
 
 __all__ = ["Candidate", "Reason", "Resolution", "covered_by", "machine_blockers", "resolve", "sdpa_kernel",
-           "torch_archs", "torch_gfx"]
+           "torch_archs", "torch_gfx", "training_misfits"]
 
 ReasonKind = Literal["blocked", "misfit", "fit", "route", "tried", "measured"]
 
@@ -324,10 +324,60 @@ def _misfits(b: Backend, facts: Facts, request: Request) -> tuple[list[str], tup
     return why, partial
 
 
+def training_misfits(b: Backend, facts: Facts, matrix: Matrix, request: Request) -> list[str]:
+    """Every rule of the user's training config and model that *b* fails (matrices/backends.toml
+    ``packing`` and [[model_rule]]): packing without a varlen path, head dims it does not take, a
+    sliding window or soft-capping it does not honour."""
+    tr = request.training
+    if tr is None:
+        return []
+    why: list[str] = []
+    src = tr.source or "the training config"
+    if tr.packing and not b.packing:
+        note = f" ({b.packing_note})" if b.packing_note else ""
+        why.append(f"sample_packing: true ({src}); {b.name} has no varlen (packed) path{note} "
+                   "(matrices/backends.toml packing)")
+    m = tr.model
+    if m is None:
+        return why
+    sms: list[Optional[int]] = [g.sm for g in facts.gpus if g.vendor == "nvidia"] or [None]
+    said: set[str] = set()
+    for sm in dict.fromkeys(sms):
+        rule = matrix.model_rule(b.name, sm)
+        if rule is None:
+            continue
+        on = f" on sm_{sm}" if sm is not None and not rule.nvidia_sm.empty else ""
+        texts = []
+        if not rule.head_dims_fit(m.head_dim, m.head_dim_v):
+            if rule.max_head_dim and max(m.head_dim, m.head_dim_v) > rule.max_head_dim:
+                texts.append(f"{m.name} has head dim {m.dims}; {b.name} takes head dims up to "
+                             f"{rule.max_head_dim}{on}")
+            else:
+                texts.append(f"{m.name} has Q/K head dim {m.head_dim} and V head dim {m.head_dim_v}; {b.name}"
+                             f"{on} needs them equal" + (f" (or {', '.join(rule.head_dim_pairs)})"
+                                                         if rule.head_dim_pairs else ""))
+        if m.softcap is not None:
+            if not rule.softcap:
+                texts.append(f"{m.name} soft-caps attention logits (attn_logit_softcapping {m.softcap:g}); "
+                             f"{b.name} does not apply soft-capping (transformers drops it silently)")
+            elif rule.softcap_max_head_dim and m.head_dim > rule.softcap_max_head_dim:
+                texts.append(f"{m.name} soft-caps attention logits at head dim {m.head_dim}; {b.name}{on} "
+                             f"soft-caps only up to head dim {rule.softcap_max_head_dim}")
+        if m.sliding_window is not None and not rule.sliding_window:
+            texts.append(f"{m.name} attends in a sliding window of {m.sliding_window}; {b.name} does not apply "
+                         "the window")
+        for t in texts:
+            if t not in said:
+                said.add(t)
+                why.append(t + " (matrices/backends.toml [[model_rule]])")
+    return why
+
+
 def _resolve_backend(b: Backend, facts: Facts, matrix: Matrix, request: Request, blockers: list[str]) -> Candidate:
     if blockers:
         return Candidate(b, False, (Reason("blocked", f"blocked: {blockers[0]}"),))
     misfit, partial = _misfits(b, facts, request)
+    misfit = misfit + training_misfits(b, facts, matrix, request)
     if misfit:
         return Candidate(b, False, tuple(Reason("misfit", w) for w in misfit), partial_gpus=partial)
     reasons = [Reason("fit", _fit_reason(b, facts, matrix))]

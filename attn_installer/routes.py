@@ -22,8 +22,9 @@ from attn_installer.request import Request
 from attn_installer.words import ROUTE_METHOD, Method, RouteKind
 
 __all__ = [
-    "BuildResources", "IndexChoice", "Route", "SourceChoice", "WheelChoice", "build_archs", "build_resources",
-    "find_farm_wheel", "find_flash_attn_wheel", "find_hub_kernel", "find_index_wheel", "find_route", "route_minutes",
+    "BuildResources", "IndexChoice", "Route", "SourceChoice", "WheelChoice", "build_archs", "build_misfits",
+    "build_resources", "find_farm_wheel", "find_flash_attn_wheel", "find_hub_kernel", "find_index_wheel", "find_route",
+    "route_minutes",
 ]
 
 
@@ -90,6 +91,48 @@ class Miss:
     warnings: tuple[str, ...] = field(default=())
 
 
+def _flag_off(flags: dict[str, bool], env_flag: str) -> bool:
+    """Whether a FLASH_ATTENTION_DISABLE_* build switch was on: the build's config file spells the
+    head-dim ones FLASHATTENTION_DISABLE_* (hopper/setup.py), so names compare without underscores."""
+    return bool(env_flag) and flags.get(env_flag.replace("_", "").upper(), False)
+
+
+def build_misfits(b: Backend, facts: Facts, matrix: Matrix, request: Request) -> list[str]:
+    """What the installed build of *b* was compiled without that this training needs (its build
+    flags: facts.build_flags, read from FA3's flash_attn_config.py): the model's head-dim kernel
+    (a head dim runs on the next compiled one of 64 / 96 / 128 / 192 / 256), the mixed Q/K / V
+    kernel, soft-capping, local attention, varlen, the backward pass. [] when it fits or nothing is
+    known."""
+    raw = facts.build_flags.get(b.distribution)
+    sb = matrix.source_for(b.name)
+    if not raw or not b.build_flags_file or sb is None or sb.trims != "fa3":
+        return []
+    flags = {k.replace("_", "").upper(): v for k, v in raw.items()}
+    tr = matrix.fa3_trims
+    out: list[str] = []
+    if request.workload != "inference" and _flag_off(flags, tr.inference):
+        out.append(f"built without the backward pass ({tr.inference}); {request.workload} training needs it")
+    t = request.training
+    m = t.model if t is not None else None
+    if m is not None:
+        enabled = sorted(int(hd) for hd, flag in tr.hdim.items() if not _flag_off(flags, flag))
+        need = max(m.head_dim, m.head_dim_v)
+        if not any(k >= need for k in enabled):
+            have = ", ".join(map(str, enabled)) or "none"
+            out.append(f"built for head dims {have}; {m.name} needs the head dim {need} kernel or a larger one")
+        if m.head_dim != m.head_dim_v:
+            diff = "192" if m.head_dim > 64 else "64"
+            if _flag_off(flags, tr.hdimdiff.get(diff, "")):
+                out.append(f"built without the mixed head-dim kernel {tr.hdimdiff[diff]} that head dims {m.dims} need")
+        if m.softcap is not None and _flag_off(flags, tr.softcap):
+            out.append(f"built without soft-capping ({tr.softcap}); {m.name} soft-caps attention logits")
+        if m.sliding_window is not None and _flag_off(flags, tr.local):
+            out.append(f"built without local attention ({tr.local}); {m.name} has a sliding window")
+    if t is not None and t.packing and _flag_off(flags, tr.varlen):
+        out.append(f"built without varlen ({tr.varlen}); sample_packing needs it")
+    return out
+
+
 def find_route(kind: str, b: Backend, facts: Facts, matrix: Matrix, request: Request) -> Route | Miss | None:
     """The route of *kind* for backend *b*, a Miss saying why it does not fit, or None when the kind
     does not apply (nothing installed: try the next one silently)."""
@@ -101,6 +144,11 @@ def find_route(kind: str, b: Backend, facts: Facts, matrix: Matrix, request: Req
         v = facts.packages.get(b.distribution)
         if v is None:
             return None
+        unfit = build_misfits(b, facts, matrix, request)
+        if unfit:
+            text = (f"{b.distribution} {v} is installed, but its build does not fit: " + "; ".join(unfit)
+                    + f" ({b.build_flags_file}); the next route replaces it")
+            return Miss(text, (text,))
         return Route("installed", f"{b.distribution} {v} is already installed; "
                                   f"`attn-install verify {b.name}` proves it loads against this torch",
                      installed_version=v)

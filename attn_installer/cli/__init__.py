@@ -18,6 +18,7 @@ import click
 from attn_installer import __version__
 from attn_installer.cli.app import App
 from attn_installer.cli.options import DEFAULT_CONFIG, plan_options
+from attn_installer.cli.training import training_options
 from attn_installer.errors import INTERNAL_ERROR, AttnInstallError
 
 __all__ = ["cli", "main"]
@@ -40,11 +41,17 @@ __all__ = ["cli", "main"]
 @click.option("--installer", type=click.Choice(["pip", "uv"]), default="pip", show_default=True)
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --auto: write a JSON report of facts, plan, steps, verification.")
+@click.option("--merge", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="EXISTING.yaml",
+              help="With --auto: plan from this axolotl config and merge the installed backend's keys into it "
+                   "(instead of -o).")
+@click.option("--force", is_flag=True, help="With --auto: -o may replace a file attn-install did not write "
+                                            "(a backup is kept).")
 @plan_options
+@training_options
 @click.pass_context
 def cli(ctx: click.Context, auto: bool, yes: bool, dry_run: bool, debug: bool, python: Optional[str],
         output: Path, wheelhouse: Optional[Path], offline: bool, installer: str, report_file: Optional[Path],
-        request: Any, measured: bool) -> None:
+        merge: Optional[Path], force: bool, request: Any, measured: bool, training: Any) -> None:
     """Install the attention backend that fits this machine, verified, without touching torch.
 
     \b
@@ -64,8 +71,13 @@ def cli(ctx: click.Context, auto: bool, yes: bool, dry_run: bool, debug: bool, p
         return
     from attn_installer.cli.install import auto_run  # noqa: PLC0415
 
+    if merge is not None and ctx.get_parameter_source("output") != click.core.ParameterSource.DEFAULT:
+        from attn_installer.errors import UsageError  # noqa: PLC0415
+
+        raise UsageError("--merge updates its file in place; drop --output")
     auto_run(ctx.obj, request, measured=measured, python=python, yes=yes, dry_run=dry_run, output=output,
-             wheelhouse=wheelhouse, offline=offline, installer=installer, report_file=report_file)
+             wheelhouse=wheelhouse, offline=offline, installer=installer, report_file=report_file,
+             training=training, merge=merge, force=force)
 
 
 def _register() -> None:

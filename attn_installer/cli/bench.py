@@ -11,6 +11,7 @@ import click
 
 from attn_installer.cli.app import App
 from attn_installer.cli.options import WORKLOAD, python_option
+from attn_installer.errors import UsageError
 
 __all__ = ["COMMANDS"]
 
@@ -21,6 +22,10 @@ __all__ = ["COMMANDS"]
                    "flash_attention_2/3/4, sage.")
 @click.option("--model-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Take the shape from a Hugging Face config.json on disk.")
+@click.option("--axolotl-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Measure what this axolotl config trains: its model's shape (base_model's config.json, local "
+                   "or in the Hugging Face cache), sequence_len, sample_packing, precision and adapter; the shape "
+                   "`config --merge` compares the config's choice at.")
 @click.option("--head-dim", type=click.IntRange(min=1), default=None, help="[default: 128]")
 @click.option("--heads", type=click.IntRange(min=1), default=None, help="[default: 32]")
 @click.option("--kv-heads", type=click.IntRange(min=1), default=None, help="[default: 8]")
@@ -42,7 +47,8 @@ __all__ = ["COMMANDS"]
               help="Write a TFLOP/s bar chart (PNG; needs attn-install[plot]).")
 @python_option("Measure in this interpreter.")
 @click.pass_obj
-def bench(app: App, backends: tuple[str, ...], model_config: Optional[Path], head_dim: Optional[int],
+def bench(app: App, backends: tuple[str, ...], model_config: Optional[Path], axolotl_config: Optional[Path],
+          head_dim: Optional[int],
           heads: Optional[int], kv_heads: Optional[int], seq_len: Optional[int], batch: Optional[int],
           dtype: Optional[str], causal: bool, packed: bool, workload: str, repeats: int, warmup: int,
           timeout: float, rerun: bool, as_json: bool, plot: Optional[Path], python: Optional[str]) -> None:
@@ -56,6 +62,25 @@ def bench(app: App, backends: tuple[str, ...], model_config: Optional[Path], hea
 
     matrix = app.matrix()
     names = b.parse_backends(backends, matrix)
+    ctx = click.get_current_context()
+    if axolotl_config is not None:
+        from attn_installer.trainconfig import find_model, read_training_config  # noqa: PLC0415
+
+        tc = read_training_config(axolotl_config, matrix)
+        model, note = find_model(tc, app.env, model_config)
+        if model is None:
+            raise UsageError(f"{note}: the shape to measure is the model's")
+        want = b.training_shape(model, tc.sequence_len, None, False)
+        head_dim, heads, kv_heads = head_dim or want["head_dim"], heads or want["heads"], kv_heads or want["kv_heads"]
+        seq_len = seq_len or want["seq_len"]
+        model_config = None
+        packed = packed or tc.packing
+        dtype = dtype or tc.dtype
+        if ctx.get_parameter_source("workload") == click.core.ParameterSource.DEFAULT:
+            workload = tc.workload
+        if model.head_dim != model.head_dim_v:
+            app.say(f"note: {model.name} has Q/K head dim {model.head_dim} and V {model.head_dim_v}; bench measures "
+                    f"head dim {head_dim} for Q, K and V")
     shape = b.bench_shape(model_config, head_dim=head_dim, heads=heads, kv_heads=kv_heads, seq_len=seq_len,
                           batch=batch)
     facts = app.probe(python)

@@ -10,22 +10,40 @@ import click
 from attn_installer import __version__
 from attn_installer.cli.app import App
 from attn_installer.cli.options import DEFAULT_CONFIG, install_options, plan_options
+from attn_installer.cli.training import TrainingOptions, training_options, training_request
 from attn_installer.errors import NoViableBackendError, UsageError
 from attn_installer.request import Request
 
 __all__ = ["COMMANDS", "auto_run"]
 
 
+def with_training(app: App, request: Request, training: Optional[TrainingOptions], python: Optional[str],
+                  merge: Optional[Path]) -> Request:
+    """The request planned from the user's training config (--axolotl-config / --merge), with this
+    machine's checks of its choice; the facts are probed once (the install run reuses them)."""
+    if training is None or (training.axolotl_config is None and training.model_config is None and merge is None):
+        return training_request(app, request, training or TrainingOptions())[0]
+    facts = app.probe(python)
+    request, tc = training_request(app, request, training, merge=merge, facts=facts)
+    if merge is not None:
+        app.merge_options = {"tc": tc if training.axolotl_config in (None, merge) else None,
+                             "axolotl_version": request.axolotl_version}
+    return request
+
+
 def auto_run(app: App, request: Request, *, measured: bool, python: Optional[str], yes: bool, dry_run: bool,
              output: Path, wheelhouse: Optional[Path], offline: bool, installer: str,
-             report_file: Optional[Path]) -> None:
-    """`attn-install --auto`: probe, plan (measured when a bench is cached), install, verify, config."""
+             report_file: Optional[Path], training: Optional[TrainingOptions] = None, merge: Optional[Path] = None,
+             force: bool = False) -> None:
+    """`attn-install --auto`: probe, plan (measured when a bench is cached), install, verify, config
+    (-o, or merged into the user's --merge FILE)."""
     from attn_installer.install.run import InstallRequest, run_install  # noqa: PLC0415
 
+    request = with_training(app, request, training, python, merge)
     names = (request.backend,) if request.backend else ()
     req = InstallRequest(names=names, request=request, python=python, installer=installer, wheelhouse=wheelhouse,
                          offline=offline, yes=yes, dry_run=dry_run, report_file=report_file, auto=True, output=output,
-                         measured=measured)
+                         measured=measured, merge=merge, force=force)
     run_install(req, app, __version__)
 
 
@@ -35,20 +53,29 @@ def auto_run(app: App, request: Request, *, measured: bool, python: Optional[str
 @click.option("--auto", is_flag=True, help="Also write the recommended axolotl config (as `attn-install --auto`).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_CONFIG,
               show_default=True, help="Where --auto writes the config.")
+@click.option("--merge", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="EXISTING.yaml",
+              help="With --auto: plan from this axolotl config and merge the installed backend's keys into it.")
+@click.option("--force", is_flag=True, help="-o: replace a file attn-install did not write (a backup is kept).")
 @plan_options
+@training_options
 @click.pass_obj
 def install(app: App, backends: tuple[str, ...], dry_run: bool, python: Optional[str], installer: str,
             wheelhouse: Optional[Path], offline: bool, yes: bool, report_file: Optional[Path],
             source_dir: Optional[Path], no_verify: bool, lock_wait: float, auto: bool, output: Path,
-            request: Request, measured: bool) -> None:
-    """Install BACKENDS (default: the recommended one), verify each, roll back on failure."""
+            merge: Optional[Path], force: bool, request: Request, measured: bool, training: TrainingOptions) -> None:
+    """Install BACKENDS (default: the recommended one, or the one the --axolotl-config selects when it
+    fits), verify each, roll back on failure."""
     from attn_installer.install.run import InstallRequest, run_install  # noqa: PLC0415
 
+    if merge is not None and not auto:
+        raise UsageError("--merge writes the config after the install: give --auto too")
+    request = with_training(app, request, training, python, merge)
     names = backends or ((request.backend,) if request.backend else ())
     req = InstallRequest(names=names, request=request, python=python, installer=installer,
                          wheelhouse=wheelhouse, offline=offline, source_dir=source_dir, dry_run=dry_run, yes=yes,
                          verify=not no_verify, lock_wait=lock_wait, report_file=report_file, auto=auto,
-                         output=output if auto else None, measured=measured)
+                         output=output if auto and merge is None else None, measured=measured, merge=merge,
+                         force=force)
     run_install(req, app, __version__)
 
 

@@ -35,6 +35,7 @@ from attn_installer.install.files import ensure_file, write_step_files
 from attn_installer.install.lock import EnvLock
 from attn_installer.install.progress import Progress, mmss
 from attn_installer.matrix import Matrix
+from attn_installer.modelconfig import ModelAttention
 from attn_installer.paths import Paths
 from attn_installer.plan.model import BackendPlan, Step, TargetProgram
 from attn_installer.runner import Completed, Runner
@@ -74,6 +75,8 @@ class Options:
     verify: bool = True
     dtype: str = "bf16"
     head_dims: tuple[int, ...] = DEFAULT_HEAD_DIMS
+    model: Optional[ModelAttention] = None
+    """The training's model (--axolotl-config): verification checks its head dims and head counts."""
     gpus: tuple[Gpu, ...] = ()
     """The GPUs visible: verification runs once on each distinct model."""
     lock_wait: float = 600.0
@@ -353,7 +356,7 @@ class _Loop:
             if hub is not None:  # the kernel as an offline node loads it: from the cache, by its commit
                 env = {**(env or os.environ), "HF_HUB_OFFLINE": "1", "KERNELS_CACHE": str(hub["cache"])}
             res = verify_backend(self.svc.runner, opts.python, self.svc.matrix.backend(bp.name), dtype=opts.dtype,
-                                 head_dims=opts.head_dims, env=env,
+                                 head_dims=opts.head_dims, model=opts.model, env=env,
                                  hub=f"{hub['repo']}@{hub['revision']}" if hub is not None else None,
                                  math_only=math_only(opts.gpus, self.svc.matrix))
             if hub is None:
@@ -366,7 +369,8 @@ class _Loop:
         for other in (b for b in self.svc.matrix.backends
                       if b.distribution and canonical(b.distribution) in self.shadowed):
             self.say(f"verifying {other.name} too (its files were reinstalled after {bp.distribution}'s) ...")
-            again = verify_backend(self.svc.runner, opts.python, other, dtype=opts.dtype, head_dims=opts.head_dims)
+            again = verify_backend(self.svc.runner, opts.python, other, dtype=opts.dtype, head_dims=opts.head_dims,
+                                   model=opts.model)
             if not again.ok:
                 raise _Failed(f"{other.name} no longer works after installing {bp.name}: {again.detail}",
                               find_hint(again.detail, self.svc.matrix, {}))

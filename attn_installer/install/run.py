@@ -22,7 +22,7 @@ from attn_installer.install.loop import Options, Outcome, Services, install_back
 from attn_installer.matrix import Matrix
 from attn_installer.paths import Paths, run_id
 from attn_installer.plan.model import BackendPlan, Plan
-from attn_installer.request import MeasuredSpeed, Request, Target
+from attn_installer.request import MeasuredSpeed, Request, Target, Training
 from attn_installer.runner import Runner
 
 __all__ = ["Host", "InstallRequest", "run_install", "write_config"]
@@ -38,8 +38,10 @@ class Host(Protocol):
     def say(self, text: str) -> None: ...
     def confirm(self, question: str) -> None: ...
     def interactive(self) -> bool: ...
-    def measured(self, facts: Facts, workload: str, *, quiet: bool) -> tuple[MeasuredSpeed, ...]: ...
+    def measured(self, facts: Facts, workload: str, *, quiet: bool, training: Optional[Training] = None
+                 ) -> tuple[MeasuredSpeed, ...]: ...
     def torch_index_template(self) -> Optional[str]: ...
+    def merge_config(self, plan: Plan, path: Path, facts: Facts, *, dry_run: bool = False) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -63,21 +65,29 @@ class InstallRequest:
     """Print the facts and the plan first; write the config after."""
     output: Optional[Path] = None
     """Where the config goes (--auto)."""
+    merge: Optional[Path] = None
+    """--auto --merge FILE: the user's axolotl config the installed backend's keys are merged into."""
+    force: bool = False
+    """-o may replace a file attn-install did not write (backed up first)."""
     measured: bool = False
     build_only: bool = False
     export: Optional[Path] = None
     """`build --wheelhouse`: leave the built wheels there."""
 
 
-def write_config(host: Host, plan: Plan, output: Path, version: str) -> None:
-    from attn_installer.config import render_yaml  # noqa: PLC0415
+def write_config(host: Host, plan: Plan, output: Path, version: str, *, force: bool = False) -> Optional[Path]:
+    """The fragment at *output* (and the run-time .env beside it); a file attn-install did not write is
+    refused unless *force* (config.write_fragment). The backup of a replaced file, or None."""
+    from attn_installer.config import render_yaml, write_fragment  # noqa: PLC0415
 
     header = [f"written by attn-install {version}: {plan.recommended} for {plan.workload}"]
-    write_atomic(output, render_yaml(plan.config, plan.config_comments, header))
+    backup = write_fragment(output, render_yaml(plan.config, plan.config_comments, header), force=force)
     if plan.runtime_env:
         env_file = output.with_suffix(".env")
-        write_atomic(env_file, "".join(f"export {k}={v}\n" for k, v in plan.runtime_env.items()))
+        write_fragment(env_file, f"# written by attn-install {version}: run-time environment of {plan.recommended}\n"
+                       + "".join(f"export {k}={v}\n" for k, v in plan.runtime_env.items()), force=force)
         host.out(f"wrote {env_file}: environment the backend needs at run time (source it)")
+    return backup
 
 
 NOTHING_TO_INSTALL = ("no GPU and no torch here: nothing needs installing until torch and a GPU are present "
@@ -101,7 +111,9 @@ def _no_gpu_no_torch(req: InstallRequest, host: Host, facts: Facts, version: str
         host.out(f"would write {req.output}:")
         host.out(text.rstrip())
         return
-    write_atomic(req.output, text)
+    from attn_installer.config import write_fragment  # noqa: PLC0415
+
+    write_fragment(req.output, text, force=req.force)
     host.out(f"config: {req.output} (sdpa)")
 
 
@@ -128,11 +140,12 @@ def _make_plan(req: InstallRequest, host: Host, facts: Facts) -> Plan:
     from attn_installer.plan import plan_for  # noqa: PLC0415
 
     names = req.names
-    speeds = host.measured(facts, req.request.workload, quiet=not req.measured) \
+    speeds = host.measured(facts, req.request.workload, quiet=not req.measured, training=req.request.training) \
         if (req.measured or req.auto) and not names else ()
     source = str(req.source_dir.resolve()) if req.source_dir else None
     request = replace(req.request, backend=names[0] if len(names) == 1 else None,
-                      allow_source=req.request.allow_source or bool(names), measured=speeds, source_dir=source,
+                      allow_source=req.request.allow_source or bool(names), measured=speeds or req.request.measured,
+                      source_dir=source,
                       source_digest=tree_digest(req.source_dir) if req.source_dir else None)
     target = Target(cache_dir=str(host.paths.cache), python=req.python, installer=req.installer,
                     wheelhouse=str(req.wheelhouse.resolve()) if req.wheelhouse else None,
@@ -150,8 +163,9 @@ def _known(req: InstallRequest, plan: Plan) -> None:
 def _chosen(req: InstallRequest, plan: Plan) -> list[BackendPlan]:
     chosen = req.names or ((plan.recommended,) if plan.recommended else ())
     if not chosen:
+        packing = plan.choice.packing_reason if plan.choice is not None and plan.choice.packing == "blocked" else ""
         raise NoViableBackendError("no backend can be recommended: "
-                                   + "; ".join(plan.blockers or ["see `attn-install plan`"]))
+                                   + "; ".join(plan.blockers or [packing or "see `attn-install plan`"]))
     plans = [plan.backend(n) for n in chosen]
     for bp in plans:
         if not bp.viable:
@@ -260,8 +274,10 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
         host.out()
     plans = _order(_chosen(req, plan))
     if req.dry_run:
-        for line in console.render_dry_run(plans, plan, req.output if req.auto else None):
+        for line in console.render_dry_run(plans, plan, req.output if req.auto and req.merge is None else None):
             host.out(line)
+        if req.auto and req.merge is not None:
+            host.merge_config(plan, req.merge, facts, dry_run=True)
         return
     needs_change = [bp for bp in plans if bp.steps]
     if needs_change and not req.yes and host.interactive():
@@ -274,7 +290,9 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
     exe = req.python or facts.python.executable or "python"
     outcomes: list[Outcome] = []
     failure: Optional[StepFailedError] = None
+    tr = req.request.training
     opts = Options(python=exe, verify=req.verify and not req.build_only, dtype=plan.dtype or "bf16",
+                   model=tr.model if tr is not None else None,
                    gpus=facts.gpus, lock_wait=req.lock_wait, wheelhouse=req.wheelhouse, offline=req.offline,
                    export_wheelhouse=req.export, build_only=req.build_only)
     for bp in plans:
@@ -297,9 +315,13 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
                 break
     config_written = None
     ok = failure is None and bool(outcomes) and outcomes[-1].ok
-    if ok and req.auto and req.output is not None and plan.recommended:
+    if ok and req.auto and req.merge is not None and plan.recommended:
         plan = _config_as_installed(plan, outcomes, facts, host.matrix(), req)
-        write_config(host, plan, req.output, version)
+        host.merge_config(plan, req.merge, facts)
+        config_written = str(req.merge)
+    elif ok and req.auto and req.output is not None and plan.recommended:
+        plan = _config_as_installed(plan, outcomes, facts, host.matrix(), req)
+        write_config(host, plan, req.output, version, force=req.force)
         config_written = str(req.output)
     if req.report_file is not None:
         report: dict[str, Any] = {"schema_version": 1, "ok": ok, "facts": facts.to_dict(), "plan": plan.to_dict(),

@@ -174,6 +174,14 @@ def _table_of(cls: type, where_checks: Optional[Mapping[str, c.Check]] = None) -
     return check
 
 
+def _head_dim_pairs(v: Any) -> tuple[str, ...]:
+    pairs = c.strings(v)
+    bad = [p for p in pairs if not re.fullmatch(r"[1-9]\d*/[1-9]\d*", p)]
+    if bad:
+        raise c.Bad(f"{bad[0]!r} is not a Q/K / V head-dim pair like '192/128'")
+    return pairs
+
+
 _PREPARE_PLACEHOLDERS = ("src", "cuda_home")
 _BY_TYPE: dict[str, c.Check] = {
     "str": c.string_, "bool": c.boolean, "int": c.integer, "float": c.number,
@@ -209,6 +217,7 @@ _OVERRIDES: dict[tuple[str, str], c.Check] = {
     ("FlashAttnRelease", "archs"): _sm_list,
     ("FlashAttnRelease", "exclude"): _torch_python_pairs,
     ("HubPaths", "packing"): _spec_map,
+    ("ModelRule", "head_dim_pairs"): lambda v: _head_dim_pairs(v),
     ("Hint", "hint"): c.template(("max_jobs_half",)),
     ("TorchBuild", "machine"): c.subset(("x86_64", "aarch64")),
     ("TorchRelease", "cuda"): lambda v: _flavours(v, "cu"),
@@ -425,6 +434,7 @@ def _load_cached(directory: Path) -> Matrix:
         "route_kinds": tuple(f.rows("routes.toml", "kind", m.RouteKindRow, "kind")),
         "bench_order": bench_order,
         "gpu_peaks": tuple(f.rows("gpu_peaks.toml", "gpu", m.GpuPeak, "name")),
+        "model_rules": tuple(f.rows("backends.toml", "model_rule", m.ModelRule, "backend")),
         "directory": directory,
     }
     _cross_checks(f, backends, sources, matrix_fields, known)
@@ -454,7 +464,17 @@ def _cross_checks(f: _Files, backends: list[Backend], sources: list[m.SourceBuil
         if known and name not in known:
             errs.add(str(d / "routes.toml"), f"farm_files names unknown backend {name!r}")
     kinds = {r.kind for r in fields["route_kinds"]}
+    general = {r.backend for r in fields["model_rules"] if r.nvidia_sm.empty}
+    for r in fields["model_rules"]:
+        if known and r.backend not in known:
+            errs.add(str(d / "backends.toml"), f"[[model_rule]] names unknown backend {r.backend!r}")
     for b in backends:
+        if b.name not in general:
+            errs.add(str(d / "backends.toml"), f"backend {b.name!r} has no general [[model_rule]] (one without "
+                     "nvidia_sm): what it does with head dims, soft-capping and sliding windows must be said")
+        if b.packing and not b.call.varlen:
+            errs.add(str(d / "backends.toml"), f"backend {b.name!r}: packing = true needs a varlen entry point "
+                     "in call (packed documents go through it)")
         if "source" in b.routes and not any(s.backend == b.name for s in sources):
             errs.add(str(d / "backends.toml"),
                      f"backend {b.name!r} lists route 'source' but sources.toml has no [[source]] for it")

@@ -33,7 +33,7 @@ __all__ = [
     "Hint", "HostCompiler", "LegacyFlag", "Matrix", "Prepare", "RankRow", "RetiredFlag", "RouteKindRow",
     "SourceBuild", "TorchBuild", "AttnImplValues", "IndexWheel", "FarmWheel", "AxolotlKeys", "EnvIf", "TorchRelease",
     "RocmBuild", "GpuCapability", "GpuPeak", "SdpaKernel", "gpu_name_key", "HubKernel", "HubFallback", "HubPaths",
-    "RunTimeSwap",
+    "RunTimeSwap", "ModelRule",
 ]
 
 
@@ -140,6 +140,43 @@ class Backend:
     amd_gfx_from_torch: bool = False
     """Part of torch: it runs on every AMD GPU the ROCm torch build has kernels for (its gfx list in
     torch.toml [[rocm_build]], or torch.cuda.get_arch_list()), whatever amd_gfx says."""
+    packing_note: str = ""
+    """What axolotl does with sample_packing for a backend without a varlen path (said with the reason)."""
+    build_flags_file: str = ""
+    """A module its wheel leaves on the import path with the build's flags (FA3's flash_attn_config.py:
+    which head dims, soft-capping, varlen, backward it was compiled with); the probe reads it."""
+
+
+@dataclass(frozen=True)
+class ModelRule:
+    """What a backend does with a model's attention when transformers / axolotl call it
+    (backends.toml [[model_rule]]): the head dims it takes, and whether it honours a sliding window
+    and attention logit soft-capping or drops them. A row with ``nvidia_sm`` applies on those GPUs
+    instead of the backend's general row."""
+
+    backend: str
+    source: str
+    max_head_dim: int = 0
+    """Largest Q/K and V head dim (0: no limit)."""
+    different_v_head_dim: bool = True
+    """A V head dim other than Q/K's (MLA: DeepSeek's 192 / 128) works."""
+    head_dim_pairs: tuple[str, ...] = ()
+    """Q/K / V pairs ("192/128") that work even where the two rules above say no."""
+    softcap: bool = False
+    """Honours ``attn_logit_softcapping`` (False: it is dropped, silently or not)."""
+    softcap_max_head_dim: int = 0
+    """Soft-capping only up to this head dim (0: every head dim it takes)."""
+    sliding_window: bool = False
+    """Honours a sliding window."""
+    nvidia_sm: ArchSpec = field(default_factory=ArchSpec)
+    """The GPUs this row is for (empty: the backend's general row)."""
+
+    def head_dims_fit(self, d: int, dv: int) -> bool:
+        if f"{d}/{dv}" in self.head_dim_pairs:
+            return True
+        if self.max_head_dim and max(d, dv) > self.max_head_dim:
+            return False
+        return d == dv or self.different_v_head_dim
 
 
 @dataclass(frozen=True)
@@ -275,6 +312,9 @@ class AxolotlKeys:
     unchecked_key_from: Version
     """From this axolotl, `attn_implementation` is read (unchecked) where no boolean exists."""
     source: str
+    legacy_priority: tuple[str, ...] = ()
+    """Which legacy boolean wins when a config sets several (axolotl >= 0.17 maps them in this order)."""
+    legacy_priority_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -386,12 +426,23 @@ class Matrix:
     """Backends `attn-install bench` measures, in this order."""
     gpu_peaks: tuple[GpuPeak, ...]
     directory: Path
+    model_rules: tuple[ModelRule, ...] = ()
 
     def backend(self, name: str) -> Backend:
         for b in self.backends:
             if b.name == name:
                 return b
         raise KeyError(name)
+
+    def model_rule(self, backend: str, sm: Optional[int] = None) -> Optional[ModelRule]:
+        """The model rule of *backend* for a GPU of SM *sm* (its row for that SM, else its general
+        row); None when the matrix has none."""
+        rows = [r for r in self.model_rules if r.backend == backend]
+        if sm is not None:
+            own = next((r for r in rows if not r.nvidia_sm.empty and r.nvidia_sm.contains(sm)), None)
+            if own is not None:
+                return own
+        return next((r for r in rows if r.nvidia_sm.empty), None)
 
     def source_for(self, backend: str) -> Optional[SourceBuild]:
         return next((s for s in self.sources if s.backend == backend), None)

@@ -200,3 +200,9 @@ class Fa3Trims:
     no_sm80: str
     inference: str
     source: str
+    softcap: str = ""
+    """The flag that drops soft-capping (kept in a trimmed build for a model that soft-caps)."""
+    local: str = ""
+    """The flag that drops local (sliding-window) attention."""
+    varlen: str = ""
+    """The flag that drops the varlen (packed) entry point."""

@@ -14,6 +14,7 @@ from attn_installer.axolotl import hub_value, make_config
 from attn_installer.errors import UsageError
 from attn_installer.facts import Facts
 from attn_installer.matrix import Matrix
+from attn_installer.plan.choice import Choice, decide, packing_blocked_text
 from attn_installer.plan.model import BackendPlan, Plan, Step
 from attn_installer.plan.rank import measured_reasons, static_order
 from attn_installer.plan.steps import Recipe, key_digest, recipe, torch_pins
@@ -25,10 +26,28 @@ __all__ = ["BackendPlan", "Plan", "Step", "key_digest", "make_plan", "plan_for",
 
 
 def plan_for(facts: Facts, matrix: Matrix, request: Request, target: Optional[Target] = None) -> Plan:
-    """Resolve and plan in one call."""
+    """Resolve and plan in one call. With a training config that packs (sample_packing: true) and
+    no backend with a varlen path fitting: planned without packing when it may be turned off
+    (--allow-no-packing), else the plan says packing is what blocks it."""
     if request.backend is not None and request.backend not in matrix.backend_names:
         raise UsageError(f"unknown backend {request.backend!r}: choose from " + ", ".join(matrix.backend_names))
-    return make_plan(resolve(facts, matrix, request), facts, matrix, request, target or Target())
+    target = target or Target()
+    res = resolve(facts, matrix, request)
+    tr = request.training
+    if tr is not None and tr.packing and not res.blockers and not any(c.viable for c in res.candidates):
+        loose = replace(request, training=replace(tr, packing=False))
+        res_loose = resolve(facts, matrix, loose)
+        fits = [c.backend.name for c in res_loose.candidates if c.viable]
+        if fits:
+            packed = {b.name: b for b in make_plan(res, facts, matrix, request, target).backends}
+            text = packing_blocked_text(tr.source, packed, matrix, fits, allowed=tr.allow_no_packing,
+                                        gpus=facts.gpus)
+            if tr.allow_no_packing:
+                request = replace(loose, training=replace(tr, packing=False, packing_off=text))
+                res = res_loose
+            else:
+                request = replace(request, training=replace(tr, packing_blocked=text))
+    return make_plan(res, facts, matrix, request, target)
 
 
 def _backend_plan(c: Candidate, facts: Facts, matrix: Matrix, request: Request, target: Target) -> BackendPlan:
@@ -94,6 +113,21 @@ def make_plan(res: Resolution, facts: Facts, matrix: Matrix, request: Request, t
                 continue
             recommended = name
             break
+    tr = request.training
+    choice: Optional[Choice] = None
+    if tr is not None and tr.packing_blocked:
+        recommended = None
+        warnings.append(tr.packing_blocked)
+        choice = Choice(tr.choice, tr.choice_from, None, False, (tr.packing_blocked,), packing="blocked",
+                        packing_reason=tr.packing_blocked)
+    elif tr is not None and tr.source and request.backend is None and not res.blockers:
+        recommended, choice = decide(plans, recommended, matrix, request)
+        state, said = ("off", tr.packing_off) if tr.packing_off else ("on", "") if tr.packing else ("", "")
+        choice = replace(choice, packing=state, packing_reason=said)
+        if not choice.judged:
+            warnings.append(choice.reasons[0])
+        if tr.packing_off:
+            warnings.append(tr.packing_off)
     ranked = sorted(plans.values(), key=lambda p: (
         p.name != recommended, not p.viable, order.index(p.name) if p.name in order else math.inf))
     config: dict[str, Any] = {}
@@ -103,14 +137,17 @@ def make_plan(res: Resolution, facts: Facts, matrix: Matrix, request: Request, t
     if recommended is not None:
         rb = matrix.backend(recommended)
         chosen = plans[recommended]
+        packing = chosen.packing and (tr is None or not tr.source or tr.packing)
         config, comments, cfg_warnings = make_config(rb, facts, matrix, request.workload, request.axolotl_version,
-                                                     impl=chosen.attn_implementation, packing=chosen.packing)
+                                                     impl=chosen.attn_implementation, packing=packing)
+        if tr is not None and tr.packing_off:
+            config["sample_packing"] = False
         warnings.extend(cfg_warnings)
         runtime_env = dict(rb.runtime_env)
         dtype = "bf16" if config.get("bf16") else "fp16" if config.get("fp16") else None
     return Plan(recommended=recommended, backends=tuple(ranked), config=config, blockers=res.blockers,
                 warnings=tuple(warnings), workload=request.workload, config_comments=tuple(comments),
-                runtime_env=runtime_env, dtype=dtype)
+                runtime_env=runtime_env, dtype=dtype, choice=choice)
 
 
 def _minutes(m: Optional[float]) -> str:

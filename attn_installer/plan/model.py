@@ -152,6 +152,8 @@ class Plan:
     config_comments: tuple[str, ...] = ()
     runtime_env: Mapping[str, str] = field(default_factory=dict)
     dtype: Optional[str] = None
+    choice: Optional[Any] = None
+    """plan.choice.Choice: how the user's training config's attention was treated (None without one)."""
 
     def backend(self, name: str) -> BackendPlan:
         for b in self.backends:
@@ -166,4 +168,5 @@ class Plan:
             "blockers": list(self.blockers), "warnings": list(self.warnings),
             "workload": self.workload, "dtype": self.dtype,
             "config_comments": list(self.config_comments), "runtime_env": dict(self.runtime_env),
+            **({"choice": self.choice.to_dict()} if self.choice is not None else {}),
         }

@@ -11,7 +11,7 @@ import hashlib
 import json
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
 from packaging.version import Version
@@ -21,10 +21,10 @@ from attn_installer.matrix import Matrix
 from attn_installer.matrix.model import Backend
 from attn_installer.plan.model import Command, FileNeed, Pins, PipInstall, PipWheel, Step, TargetProgram
 from attn_installer.request import Request, Target
-from attn_installer.routes import Route, SourceChoice
+from attn_installer.routes import Route, SourceChoice, build_misfits
 from attn_installer.words import StepKind
 
-__all__ = ["Recipe", "build_key", "fa3_trim_env", "key_digest", "recipe", "torch_pins"]
+__all__ = ["Recipe", "build_key", "fa3_head_dims", "fa3_trim_env", "key_digest", "recipe", "torch_pins"]
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
@@ -69,8 +69,14 @@ class _Ctx:
 
 
 def recipe(route: Route, b: Backend, facts: Facts, matrix: Matrix, request: Request, target: Target) -> Recipe:
-    """The steps that obtain backend *b* by *route* (none for builtin / installed)."""
+    """The steps that obtain backend *b* by *route* (none for builtin / installed). Where a build of
+    its distribution is installed already but does not fit (build_misfits), the wheel replaces it:
+    --force-reinstall --no-deps (pip would keep an installed copy of the same version)."""
     ctx = _Ctx(facts, matrix, request, target)
+    if b.distribution and b.distribution in facts.packages and build_misfits(b, facts, matrix, request):
+        rec = recipe(route, b, replace(facts, packages={k: v for k, v in facts.packages.items()
+                                                        if k != b.distribution}), matrix, request, target)
+        return replace(rec, steps=tuple(_replacing(s, b.distribution) for s in rec.steps))
     wh = target.wheelhouse
     if route.kind in ("release_asset", "wheel_farm") and route.wheel is not None:
         w = route.wheel
@@ -113,6 +119,17 @@ def recipe(route: Route, b: Backend, facts: Facts, matrix: Matrix, request: Requ
     return Recipe(())
 
 
+def _replacing(step: Step, distribution: str) -> Step:
+    """*step* installing *distribution* over an installed build of the same version."""
+    p = step.installs
+    if p is None or not any(r == distribution or r.startswith((f"{distribution}=", f"{distribution}[")) or
+                            r.rsplit("/", 1)[-1].replace("_", "-").lower().startswith(distribution + "-")
+                            for r in p.requirements):
+        return step
+    return replace(step, action=replace(p, force_reinstall=True, no_deps=True),
+                   description=step.description + f" (replacing the installed {distribution} build)")
+
+
 def _hub(ctx: _Ctx, route: Route) -> Recipe:
     """The loader (`kernels`) when the target lacks it, then the kernel into the Hub cache."""
     hub = route.hub
@@ -145,28 +162,49 @@ def _fmt_archs(archs: tuple[str, ...], template: str, families: Mapping[str, str
                            sm_family=family, gfx=";".join(a for a in archs if a.startswith("gfx")))
 
 
+def fa3_head_dims(matrix: Matrix, request: Request) -> tuple[int, ...]:
+    """The FA3 head-dim kernels a trimmed build keeps: --head-dim as given, else the one the
+    training's model runs on (FA3 rounds a head dim up to the next compiled kernel of 64 / 96 /
+    128 / 192 / 256: 80 -> 96; MLA's 192 / 128 trains on the 192 kernel, its forward on the mixed
+    one), else none (no trim)."""
+    if request.head_dims:
+        return request.head_dims
+    m = request.training.model if request.training is not None else None
+    if m is None:
+        return ()
+    need = max(m.head_dim, m.head_dim_v)
+    kernels = sorted(int(hd) for hd in matrix.fa3_trims.hdim)
+    fit = next((k for k in kernels if k >= need), None)
+    return (fit,) if fit is not None else ()
+
+
 def fa3_trim_env(matrix: Matrix, request: Request, archs: tuple[str, ...]) -> tuple[dict[str, str], bool]:
-    """FLASH_ATTENTION_DISABLE_* flags for the head dims / dtypes asked for; (env, trimmed)."""
+    """FLASH_ATTENTION_DISABLE_* flags for the head dims / dtypes asked for (or the training's model
+    needs); (env, trimmed). A model that soft-caps keeps soft-capping."""
     tr = matrix.fa3_trims
     env: dict[str, str] = {}
     if "sm_80" not in archs and "sm_86" not in archs:
         env[tr.no_sm80] = "TRUE"
     if request.workload == "inference":
         env[tr.inference] = "TRUE"
-    trimmed = bool(request.head_dims or request.dtypes)
-    if request.head_dims:
+    head_dims = fa3_head_dims(matrix, request)
+    trimmed = bool(head_dims or request.dtypes)
+    if head_dims:
         for hd, flag in tr.hdim.items():
-            if int(hd) not in request.head_dims:
+            if int(hd) not in head_dims:
                 env[flag] = "TRUE"
     if request.dtypes:
         for dt, flag in tr.dtype.items():
             if dt not in request.dtypes:
                 env[flag] = "TRUE"
     if trimmed:
+        m = request.training.model if request.training is not None else None
+        keep = {tr.softcap} if m is not None and m.softcap is not None else set()
         for flag in tr.when_trimmed:
-            env[flag] = "TRUE"
+            if flag not in keep:
+                env[flag] = "TRUE"
         for hd, flag in tr.hdimdiff.items():  # the mixed qk / v head-dim kernels, only when asked for
-            if int(hd) not in request.head_dims:
+            if int(hd) not in head_dims:
                 env[flag] = "TRUE"
     return dict(sorted(env.items())), trimmed
 

@@ -37,11 +37,13 @@ def probe_system(
     want_arch_list: bool = False,
     distributions: Optional[frozenset[str]] = None,
     capabilities: Sequence[GpuCapability] = (),
+    build_flag_files: Optional[Mapping[str, str]] = None,
 ) -> Facts:
     """Probe everything. ``nvml``/``amdsmi`` replace the real modules (tests); ``nvml=False``
     skips NVML (``ATTN_INSTALL_NO_NVML=1``), so nvidia-smi answers. ``distributions``: which
     installed distributions to record (the matrix's; None records all). ``capabilities``: NVIDIA's
-    compute capability by GPU name (``matrices/gpus.toml``), for drivers whose nvidia-smi cannot say."""
+    compute capability by GPU name (``matrices/gpus.toml``), for drivers whose nvidia-smi cannot say.
+    ``build_flag_files``: distribution -> the module its build leaves with its flags (read, not imported)."""
     if nvml is None and env.get("ATTN_INSTALL_NO_NVML") == "1":
         nvml = False
     host, sources = probe_host(env, root=root)
@@ -77,7 +79,8 @@ def probe_system(
         notes.append("no GPU visible to this process")
 
     interp, why = discover(env, runner, python_exe)
-    pyenv = probe_python_env(runner, interp, want_arch_list=want_arch_list, distributions=distributions)
+    pyenv = probe_python_env(runner, interp, want_arch_list=want_arch_list, distributions=distributions,
+                             build_flag_files=build_flag_files)
     sources["python"] = why
     notes.extend(pyenv.notes)
     sources["torch"] = "torch/version.py (not imported)" if pyenv.torch else "none"
@@ -94,4 +97,5 @@ def probe_system(
     if hub is not None:
         sources["hub"] = f"HEAD {hub.endpoint}" if hub.detail.startswith(("HTTP", "no answer")) else "HF_HUB_OFFLINE"
     return Facts(host=host, python=replace(pyenv.python, chosen=why), gpus=gpus, driver=driver, toolkit=toolkit,
-                 torch=pyenv.torch, packages=pyenv.packages, sources=sources, notes=tuple(notes), hub=hub)
+                 torch=pyenv.torch, packages=pyenv.packages, sources=sources, notes=tuple(notes), hub=hub,
+                 build_flags=pyenv.build_flags)

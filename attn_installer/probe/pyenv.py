@@ -14,7 +14,7 @@ import platform
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -30,6 +30,7 @@ __all__ = [
     "parse_torch_cmake_abi",
     "parse_torch_version_py",
     "probe_python_env",
+    "read_build_flags",
     "read_distributions",
 ]
 
@@ -51,6 +52,39 @@ class PythonEnv:
     packages: dict[str, str]
     path: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    build_flags: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
+
+
+BUILD_FLAGS_LIMIT = 64 * 1024
+
+
+def read_build_flags(site_dirs: Sequence[str], files: Mapping[str, str]) -> tuple[dict[str, dict[str, bool]],
+                                                                                list[str]]:
+    """distribution -> the flags its build was made with, from the module its wheel leaves on the
+    import path (*files*: distribution -> file name, matrices/backends.toml build_flags_file), read
+    as text, never imported: the first ``CONFIG = {"build_flags": {...}}`` found (FA3's
+    flash_attn_config.py). Notes say what could not be read."""
+    import ast  # noqa: PLC0415
+
+    from attn_installer.files import ReadProblem, read_bounded  # noqa: PLC0415
+
+    out: dict[str, dict[str, bool]] = {}
+    notes: list[str] = []
+    for dist, fname in files.items():
+        for d in site_dirs:
+            path = Path(d) / fname
+            if not path.is_file():
+                continue
+            try:
+                tree = ast.parse(read_bounded(path, limit=BUILD_FLAGS_LIMIT))
+                value = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                             and any(isinstance(t, ast.Name) and t.id == "CONFIG" for t in n.targets))
+                flags = value["build_flags"]
+                out[dist] = {str(k): bool(v) for k, v in flags.items() if isinstance(v, bool)}
+            except (ReadProblem, SyntaxError, ValueError, StopIteration, KeyError, TypeError, AttributeError) as e:
+                notes.append(f"{path}: the build flags of {dist} could not be read ({type(e).__name__}: {e})")
+            break
+    return out, notes
 
 
 def parse_torch_version_py(text: str) -> dict[str, Optional[str]]:
@@ -236,7 +270,8 @@ def discover(env: Mapping[str, str], runner: Runner, explicit: Optional[str]) ->
 
 
 def probe_python_env(runner: Runner, interp: Interpreter, *, want_arch_list: bool,
-                     distributions: Optional[frozenset[str]] = None) -> PythonEnv:
+                     distributions: Optional[frozenset[str]] = None,
+                     build_flag_files: Optional[Mapping[str, str]] = None) -> PythonEnv:
     """Probe the environment of *interp* (see :func:`discover`): torch read from its files, the
     distributions that matter, and torch's arch list when asked (one bounded subprocess)."""
     notes: list[str] = []
@@ -259,7 +294,10 @@ def probe_python_env(runner: Runner, interp: Interpreter, *, want_arch_list: boo
             notes.append(f"torch.cuda.get_arch_list() failed: {_tail(done.output)}")
     if torch is None and origin is None:
         notes.append(f"torch is not installed for {exe}")
-    return PythonEnv(info, torch, packages, path, tuple(notes))
+    wanted = {d: f for d, f in (build_flag_files or {}).items() if canonicalize_name(d) in packages}
+    flags, flag_notes = read_build_flags(path, wanted)
+    notes.extend(flag_notes)
+    return PythonEnv(info, torch, packages, path, tuple(notes), flags)
 
 
 def _tail(text: str) -> str:

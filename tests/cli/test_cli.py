@@ -159,3 +159,120 @@ def test_probe_and_plan_through_fake_rocm_smi(tmp_path, allow_subprocess):
     by_name = {b["name"]: b for b in plan["backends"]}
     assert not by_name["flash_attention_2_rocm"]["viable"]  # CK does not cover RDNA3 gfx1100
     assert "gfx1100" in by_name["flash_attention_2_rocm"]["reasons"][0]
+
+
+# --------------------------------------------------------------------------- planned from the training config
+
+
+def _hf_cache(home, repo, fixture):
+    folder = home / ".cache/huggingface/hub" / ("models--" + repo.replace("/", "--"))
+    (folder / "snapshots" / ("c" * 40)).mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs/main").write_text("c" * 40)
+    (folder / "snapshots" / ("c" * 40) / "config.json").write_text((FIXTURES / "model-configs" / fixture).read_text())
+
+
+ISSUE_CONFIG = ("base_model: NousResearch/Meta-Llama-3-8B\nsequence_len: 4096\nsample_packing: true\n"
+                "adapter: lora\nflash_attention: true\nbf16: auto\n")
+
+
+def test_issue_13_merge_keeps_fa2_and_packing_on_an_h100(colab_t4, tmp_path):
+    """The report: an H100 with torch 2.8 (an FA2 release wheel exists), flash_attention + packing."""
+    from tests.machines import MACHINES
+
+    facts = tmp_path / "h100.json"
+    facts.write_text(MACHINES["h100"].to_json())
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(ISSUE_CONFIG)
+    r = cli(colab_t4, "config", "--facts", str(facts), "--merge", str(cfg), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("kept: flash_attention: true selects flash_attention_2, which fits this machine "
+                               "and the training; not installed yet (`attn-install install flash_attention_2` gets "
+                               "it: release_asset wheel)\n")
+    assert cfg.read_text() == ISSUE_CONFIG and not (tmp_path / "train.yaml.bak").exists()
+    # axolotl >= 0.17 reads attn_implementation: the same backend, the key of that version
+    r = cli(colab_t4, "config", "--facts", str(facts), "--merge", str(cfg), "--axolotl-version", "0.21.0",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "-flash_attention: true\n+attn_implementation: flash_attention_2\n" in r.stdout
+    assert "sample_packing: true\n" in cfg.read_text() and "sdp" not in cfg.read_text()
+
+
+def test_merge_on_the_t4_says_why_and_refuses_packing_it_cannot_keep(colab_t4, tmp_path):
+    _hf_cache(tmp_path, "google/gemma-2-2b", "gemma-2-2b.json")
+    cfg = tmp_path / "gemma.yaml"
+    text = ("base_model: google/gemma-2-2b\nadapter: qlora\nload_in_4bit: true\nsample_packing: true\n"
+            "attn_implementation: sdpa\nbf16: true\n")
+    cfg.write_text(text)
+    r = cli(colab_t4, "config", "--merge", str(cfg), "--axolotl-version", "0.21.0", cwd=tmp_path)
+    assert r.returncode == 6 and r.stdout == ""
+    assert r.stderr.startswith(f"attn-install: error: sample_packing: true ({cfg}), but no backend with a varlen "
+                               "(packed) path fits here (Tesla T4 (sm_75): ")
+    assert "without packing eager fits: --allow-no-packing turns sample_packing off" in r.stderr
+    assert r.stderr.rstrip().endswith("the file was not changed") and r.stderr.count("\n") == 1
+    assert cfg.read_text() == text
+    r = cli(colab_t4, "config", "--merge", str(cfg), "--axolotl-version", "0.21.0", "--allow-no-packing", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"--- {cfg}.bak\n")  # the reason is the changed key's, not said twice
+    assert ("  attn_implementation: sdpa -> eager: attn_implementation: sdpa selects sdpa, which cannot run here: "
+            "gemma2 (google/gemma-2-2b) soft-caps attention logits (attn_logit_softcapping 50); sdpa does not apply "
+            "soft-capping (transformers drops it silently)") in r.stdout
+    assert "  sample_packing: true -> false: sample_packing: true" in r.stdout
+    assert "  bf16: true -> false: GPU 0 (Tesla T4, sm_75) has no bf16" in r.stdout
+    assert "  fp16: (unset) -> true: " in r.stdout
+    merged = cfg.read_text()
+    assert "attn_implementation: eager\n" in merged and "sample_packing: false\n" in merged
+    assert merged.startswith("base_model: google/gemma-2-2b\nadapter: qlora\nload_in_4bit: true\n")
+
+
+def test_merge_refuses_a_read_only_config_in_one_line(colab_t4, tmp_path):
+    cfg = tmp_path / "ro.yaml"
+    cfg.write_text(ISSUE_CONFIG.replace("sample_packing: true\n", ""))
+    cfg.chmod(0o444)
+    r = cli(colab_t4, "config", "--merge", str(cfg), "--axolotl-version", "0.21.0", cwd=tmp_path)
+    assert r.returncode == 10, r.stderr
+    assert r.stderr.endswith(f"{cfg}: the file is read-only: cannot update it (make it writable, e.g. "
+                             f"`chmod u+w {cfg}`, or merge a copy); nothing was changed\n")
+    assert r.stderr.count("attn-install: error:") == 1
+
+
+def test_o_refuses_the_users_config_and_force_keeps_a_backup(colab_t4, tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(ISSUE_CONFIG)
+    r = cli(colab_t4, "config", "-o", str(cfg), cwd=tmp_path)
+    assert r.returncode == 10 and f"`attn-install config --merge {cfg}`" in r.stderr
+    assert cfg.read_text() == ISSUE_CONFIG
+    r = cli(colab_t4, "config", "-o", str(cfg), "--force", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"wrote {cfg} (xformers); the file it replaced is in {cfg}.bak"
+    assert (tmp_path / "train.yaml.bak").read_text() == ISSUE_CONFIG
+    assert cfg.read_text().startswith("# written by attn-install ")
+
+
+def test_plan_and_auto_dry_run_from_the_axolotl_config(colab_t4, tmp_path):
+    _hf_cache(tmp_path, "Qwen/Qwen2.5-3B-Instruct", "qwen2.5-3b-instruct.json")
+    cfg = tmp_path / "qwen.yaml"
+    text = "base_model: Qwen/Qwen2.5-3B-Instruct\nsample_packing: false\nattn_implementation: sdpa\nbf16: true\n"
+    cfg.write_text(text)
+    r = cli(colab_t4, "plan", "--axolotl-config", str(cfg), "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    validate(doc, "plan.schema.json")
+    assert doc["recommended"] == "sdpa" and doc["choice"]["kept"] is True and doc["workload"] == "full"
+    r = cli(colab_t4, "--auto", "--dry-run", "--merge", str(cfg), "--axolotl-version", "0.21.0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "would change in" in r.stdout and "  bf16: true -> false: GPU 0 (Tesla T4, sm_75) has no bf16" in r.stdout
+    assert "would write" not in r.stdout and r.stdout.rstrip().endswith(f"dry run: {cfg} was not changed")
+    assert cfg.read_text() == text and sorted(p.name for p in tmp_path.glob("qwen.yaml*")) == ["qwen.yaml"]
+
+
+def test_bench_measures_the_shape_the_axolotl_config_trains(colab_t4, tmp_path):
+    _hf_cache(tmp_path, "Qwen/Qwen2.5-3B-Instruct", "qwen2.5-3b-instruct.json")
+    cfg = tmp_path / "qwen.yaml"
+    cfg.write_text("base_model: Qwen/Qwen2.5-3B-Instruct\nsequence_len: 2048\nsample_packing: true\n"
+                   "adapter: lora\nfp16: true\n")
+    r = cli(colab_t4, "bench", "--axolotl-config", str(cfg), "--json", cwd=tmp_path, timeout=120)
+    assert "measuring" in r.stderr and "at B=4 S=2048 H=16 KV=2 D=128 fp16" in r.stderr, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["config"]["packed"] is True and doc["config"]["workload"] == "lora"
+    assert doc["config"]["seq_len"] == 2048 and doc["config"]["head_dim"] == 128

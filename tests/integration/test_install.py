@@ -169,6 +169,26 @@ def test_colab_auto_end_to_end(world):
     assert freeze(world) == once
 
 
+def test_auto_merge_installs_what_fits_and_merges_into_the_users_config(world):
+    """--auto --merge FILE (issue #13): planned from the user's config, installed, merged into it."""
+    world.idx.add(good_xformers(world.wheels))
+    cfg = world.tmp / "train.yaml"
+    text = ("base_model: org/not-cached\nadapter: lora\nsample_packing: true\nflash_attention: true  # from the image\n"
+            "bf16: true\nlearning_rate: 0.0002\n")
+    cfg.write_text(text)
+    env = dict(world.env, COLAB_RELEASE_TAG="release-colab-20261101")
+    r = run(world, "--auto", "--yes", "--python", world.py, "--merge", str(cfg), env=env)
+    assert r.returncode == 0, r.stderr
+    assert "changed: flash_attention: true selects flash_attention_2, which cannot run here: " in r.stdout
+    assert "xformers: OK: installed" in r.stdout and f"config: {cfg} (xformers" in r.stdout
+    merged = cfg.read_text()
+    assert merged == ("base_model: org/not-cached\nadapter: lora\nsample_packing: true\nxformers_attention: true\n"
+                      "bf16: false\nlearning_rate: 0.0002\nfp16: true\n")  # axolotl not installed: the file's keys
+    assert (world.tmp / "train.yaml.bak").read_text() == text
+    assert not (world.tmp / "attn-install-config.yaml").exists()
+    assert "torch==2.8.0+cu126" in freeze(world)
+
+
 def test_colab_cell_twice_installs_once_and_changes_nothing(world, deps_house):
     """The real Colab cell, run twice in a Python that holds attn-install (simulated Colab, fake T4)."""
     from attn_installer.colab import colab_cell

@@ -191,6 +191,16 @@ def test_cache_round_trip_and_lookup_for_the_plan(tmp_path):
     assert again == rep and judge(again, M) == rep  # judging twice changes nothing
     assert b.find_measured(tmp_path, H200, M, "full") == rep
     assert b.find_measured(tmp_path, MACHINES["h200_torch211"], M, "full") is None  # FA3 not installed there
+    # only a bench at the training's model shape counts for it (config --merge's measured switch)
+    from attn_installer.modelconfig import ModelAttention
+
+    model = ModelAttention(heads=32, kv_heads=32, head_dim=128, head_dim_v=128)
+    assert b.find_measured(tmp_path, H200, M, "full", b.training_shape(model, 8192, None, False)) == rep
+    assert b.find_measured(tmp_path, H200, M, "full", b.training_shape(model, 4096, None, False)) is None
+    gqa = dataclasses.replace(model, kv_heads=8)
+    assert b.find_measured(tmp_path, H200, M, "full", b.training_shape(gqa, 8192, None, False)) is None
+    assert b.find_measured(tmp_path, H200, M, "full", b.training_shape(model, 8192, None, True)) is None  # packed
+    assert b.training_shape(dataclasses.replace(model, max_positions=131072), None, None, False)["seq_len"] == 4096
     path.write_text("{broken")
     assert b.load_cached(path) is None and b.find_measured(tmp_path, H200, M, "full") is None
 

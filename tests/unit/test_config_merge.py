@@ -156,7 +156,7 @@ def test_merge_key_that_yaml_anchors_hide_is_refused():
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match=r"nope.yaml: cannot read \(No such file or directory\)"):
+    with pytest.raises(ConfigError, match=r"nope.yaml: cannot read \(no such file\); the file was not changed$"):
         merge_file(tmp_path / "nope.yaml", {"bf16": True}, [])
 
 
@@ -173,16 +173,27 @@ def test_cli_merge(tmp_path, allow_subprocess):
     facts = tmp_path / "facts.json"
     facts.write_text(MACHINES["a100"].to_json())
     cfg = tmp_path / "qwen.yaml"
-    cfg.write_bytes((AXOLOTL / "qwen2-full.yaml").read_bytes())
+    original = (AXOLOTL / "qwen2-full.yaml").read_bytes()
+    cfg.write_bytes(original)
+    # the config's own sdpa fits this A100: it stays, and nothing is written
     r = run_cli("config", "--facts", str(facts), "--merge", str(cfg), "--axolotl-version", "0.18.0",
                 cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "-attn_implementation: sdpa\n+attn_implementation: flash_attention_2\n" in r.stdout
-    assert r.stdout.rstrip().endswith(f"the original is in {cfg}.bak")
-    assert "set attn_implementation, fp16, sample_packing, pad_to_sequence_len" in r.stdout
+    assert r.stdout.startswith("kept: attn_implementation: sdpa selects sdpa, which fits this machine")
+    assert r.stdout.rstrip().endswith("nothing to change")
+    assert cfg.read_bytes() == original and not (tmp_path / "qwen.yaml.bak").exists()
+    # --prefer-recommended writes the plan's choice, names each key and why
     r = run_cli("config", "--facts", str(facts), "--merge", str(cfg), "--axolotl-version", "0.18.0",
-                cwd=tmp_path)
-    assert r.returncode == 0 and "nothing changed" in r.stdout
+                "--prefer-recommended", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "-attn_implementation: sdpa\n+attn_implementation: flash_attention_2\n" in r.stdout
+    assert ("  attn_implementation: sdpa -> flash_attention_2: --prefer-recommended: flash_attention_2 (the plan's "
+            "choice) replaces attn_implementation: sdpa\n") in r.stdout
+    assert "sample_packing" not in r.stdout  # packing stays as the user has it (off)
+    assert r.stdout.rstrip().endswith(f"the original is in {cfg}.bak")
+    r = run_cli("config", "--facts", str(facts), "--merge", str(cfg), "--axolotl-version", "0.18.0",
+                "--prefer-recommended", cwd=tmp_path)
+    assert r.returncode == 0 and "nothing to change" in r.stdout
     assert not (tmp_path / "qwen.yaml.bak.1").exists()
 
 
@@ -193,7 +204,7 @@ def test_cli_merge_errors(tmp_path, allow_subprocess):
     bad.write_text("base_model: x\nlora_r: 8\n  lora_alpha: 16\n")
     r = run_cli("config", "--facts", str(facts), "--merge", str(bad), cwd=tmp_path)
     assert r.returncode == 10
-    assert r.stderr == f"attn-install: error: {bad}:3:13: mapping values are not allowed here; " \
+    assert r.stderr == f"attn-install: error: {bad}:3:13: not valid YAML: mapping values are not allowed here; " \
                        "the file was not changed\n"
     assert bad.read_text() == "base_model: x\nlora_r: 8\n  lora_alpha: 16\n" and r.stdout == ""
     r = run_cli("config", "--facts", str(facts), "--merge", str(bad), "-o", "x.yaml", cwd=tmp_path)

@@ -183,13 +183,13 @@ def test_axolotl_config_finds_its_model_in_the_hf_cache(tmp_path):
 
 
 def test_bad_axolotl_config_is_one_line(tmp_path):
-    from attn_installer.errors import UsageError
+    from attn_installer.errors import ConfigError
 
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("base_model: [unclosed\n")
-    with pytest.raises(UsageError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match=f"^{cfg}:2:1: not valid YAML: "):
         axolotl_model(cfg, {})
-    with pytest.raises(UsageError, match="cannot read the axolotl config"):
+    with pytest.raises(ConfigError, match="cannot read the axolotl config: no such file"):
         axolotl_model(tmp_path / "absent.yaml", {})
 
 
