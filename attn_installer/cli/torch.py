@@ -59,6 +59,7 @@ def torch_cmd(app: App, as_json: bool, yes: bool, python: Optional[str], pytorch
     done = runner.run(choice.argv, timeout=INSTALL_TIMEOUT, on_line=lambda line: None)
     if not done.ok:
         raise InstallError(f"`{choice.command}` failed (exit {done.returncode}): {done.last_line}")
+    app.forget_probe()  # the environment changed: read it again
     after = app.probe(python)
     got = after.torch.version if after.torch else None
     if got is None:

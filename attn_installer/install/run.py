@@ -304,7 +304,10 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
         # --auto: the best backend could not be installed by any route (and nothing changed): the
         # next one that fits, rather than nothing
         for nxt in _fallbacks(plan, req):
-            host.say(f"{outcomes[-1].backend} could not be installed by any route; --auto tries the next "
+            last = outcomes[-1]
+            why = (last.message or "").split("\n")[0]
+            by = f" (last, {last.route}: {why})" if last.route and why else (f" ({why})" if why else "")
+            host.say(f"{last.backend} could not be installed by any route{by}; --auto tries the next "
                      f"backend that fits: {nxt.name} ({nxt.method})")
             outcome, failure = _walk_routes(nxt, req, host, svc, opts, exe)
             outcomes.append(outcome)

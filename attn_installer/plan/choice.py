@@ -126,7 +126,9 @@ def decide(plans: Mapping[str, BackendPlan], recommended: Optional[str], matrix:
         text = (f"--prefer-recommended: {recommended} is also what {said} selects" if kept else
                 f"--prefer-recommended: {recommended} (the plan's choice) replaces {said}")
         return recommended, Choice(value, said, recommended, kept, (text,))
-    instead = (f"; {recommended} instead" if recommended else "; and nothing else can be recommended here")
+    rec = plans.get(recommended) if recommended else None
+    instead = (f"; {recommended} instead" + (f", {_how(rec)}" if rec is not None else "") if recommended
+               else "; and nothing else can be recommended here")
     if not mine.viable:
         return recommended, Choice(value, said, recommended, False, (
             f"{said} selects {mine.name}, which cannot run here: {_short(mine)}{instead}",))

@@ -121,7 +121,8 @@ def test_users_choice_that_cannot_run_is_replaced_saying_why():
     p = plan("colab_t4", tr)
     assert p.recommended == "xformers" and not p.choice.kept
     assert "flash_attention: true selects flash_attention_2, which cannot run here: " in p.choice.reasons[0]
-    assert "needs SM >=80" in p.choice.reasons[0] and p.choice.reasons[0].endswith("; xformers instead")
+    assert "needs SM >=80" in p.choice.reasons[0] and p.choice.reasons[0].endswith(
+        "; xformers instead, not installed yet (`attn-install install xformers` gets it: torch_index pypi)")
     # the model rules count too: SDPA drops Gemma 2's soft-capping
     gem = plan("a100", Training(source="g.yaml", model=GEMMA2, choice="sdpa", choice_from="attn_implementation: sdpa"))
     assert gem.recommended == "flash_attention_2" and "soft-capping" in gem.choice.reasons[0]
