@@ -52,3 +52,34 @@ def test_the_recorded_stand_ins_are_never_ranked(name):
     fa2 = next(r for r in rep.results if r.label == "flash_attention_2")
     assert fa2.status in ("rejected", "error"), fa2
     assert "flash_attention_2" not in [r.label for r in b.ranked(rep, "fwd+bwd")]
+
+
+def test_auto_merge_of_a_packing_lora_config_on_the_h200():
+    """benchmarks/gpu_train_merge.sh: `--auto --merge` of llama3-lora-packing.yaml (FA2 chosen,
+    sample_packing on) with the model's config.json, offline but for a loopback PyTorch-index mimic
+    holding an FA3 3.0.0 built there for head dim 128: FA2's routes fail (no network), --auto falls
+    back to FA3, verifies it at the model's shape (32 / 8 heads, head dim 128, packed too) and the
+    merge writes flash_attention_3 saying why; the bench at the config's shape is packed."""
+    run = RUN / "train-merge"
+    rep = json.loads((run / "auto-report.json").read_text())
+    validate(rep["facts"], "facts.schema.json")
+    validate(rep["plan"], "plan.schema.json")
+    fa2, fa3 = rep["results"]
+    assert (fa2["backend"], fa2["ok"], fa2["state"]) == ("flash_attention_2", False, "nothing was changed")
+    assert [a["route"] for a in fa2["attempts"]] == ["wheel_farm", "hub_kernel"]
+    assert fa3["backend"] == "flash_attention_3" and fa3["ok"] and fa3["route"] == "torch_index"
+    cases = {c["name"]: c for c in fa3["verify"]["cases"]}
+    assert "model causal h32/kv8 d128" in cases and "varlen gqa causal h8/kv2 d128" in cases
+    assert all(c["status"] == "passed" for c in cases.values())
+    log = (run / "run.log").read_text()
+    assert ("attn_implementation: flash_attention_2 -> flash_attention_3: flash_attention_3 is the backend "
+            "installed (flash_attention_2, the plan's choice, could not be installed by any route)") in log
+    assert "kept: attn_implementation: flash_attention_3 selects flash_attention_3" in log  # the merge again
+    bench_doc = json.loads((run / "bench.json").read_text())
+    shape = bench_doc["config"]
+    assert (shape["heads"], shape["kv_heads"], shape["head_dim"], shape["seq_len"], shape["packed"]) == (
+        32, 8, 128, 4096, True)
+    judged = judge(b.BenchReport.from_dict(bench_doc), M)
+    t = {r.label: r.fwdbwd.median for r in judged.results if r.status == "ok" and r.variant is None and r.fwdbwd}
+    assert set(t) == {"flex_attention", "flash_attention_3"}  # sdpa: no packed path; the rest not installed
+    assert t["flash_attention_3"] < t["flex_attention"]
