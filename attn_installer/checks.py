@@ -16,12 +16,27 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 __all__ = [
-    "Bad", "Check", "Collector", "boolean", "integer", "number", "one_of", "regex", "spec", "str_map",
+    "Bad", "Check", "Collector", "boolean", "integer", "number", "one_of", "printable", "regex", "spec", "str_map",
     "string_", "strings", "subset", "template", "version",
 ]
 
 Check = Callable[[Any], Any]
 MAX_INT = 1 << 31
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def printable(text: str) -> str:
+    """*text* with every control character (C0, DEL, C1: escape sequences, carriage returns, new
+    lines, bells) and every bidirectional override escaped as ``\\xNN`` / ``\\uNNNN``: a string
+    from a facts file then prints as what it is, never moving the cursor, retitling the terminal or
+    starting a forged line. Idempotent (a backslash is left as it is)."""
+    def esc(m: re.Match[str]) -> str:
+        c = ord(m.group(0))
+        return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+    return _UNPRINTABLE.sub(esc, text)
 
 
 class Bad(Exception):

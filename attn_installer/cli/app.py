@@ -100,7 +100,7 @@ class App:
         from attn_installer.verify import record_status  # noqa: PLC0415
 
         matrix = self.matrix()
-        report = find_measured(self.paths.cache, facts, matrix, workload)
+        report = find_measured(self.paths.checked(create=False).cache, facts, matrix, workload)
         if report is None:
             if not quiet:
                 self.say("no `attn-install bench` result for this GPU, driver, torch and backend versions "

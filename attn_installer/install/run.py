@@ -267,6 +267,7 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
     if needs_change and not req.yes and host.interactive():
         host.confirm("Install " + ", ".join(f"{bp.name} ({bp.method})" for bp in needs_change)
                      + f" into {facts.python.executable}?")
+    host.paths.checked()
     rid = run_id()
     log_path = host.paths.log_file(rid, "-".join(bp.name for bp in plans))
     svc = Services(runner=host.runner(log_path), paths=host.paths, matrix=host.matrix(), say=host.say,
