@@ -38,11 +38,18 @@ class App:
     def torch_index_template(self) -> Optional[str]:
         """The mirror (--pytorch-index, else ATTN_INSTALL_PYTORCH_INDEX) as a URL template with
         {flavour}, or None for the matrix's own index."""
+        from attn_installer.checks import Bad, url_template  # noqa: PLC0415
+        from attn_installer.errors import UsageError  # noqa: PLC0415
+
         ctx = click.get_current_context(silent=True)
         url = (ctx.meta.get("attn_install.pytorch_index") if ctx is not None else None) or self.torch_index
         if not url:
             return None
-        return url if "{flavour}" in url else url.rstrip("/") + "/{flavour}"
+        url = url if "{flavour}" in url else url.rstrip("/") + "/{flavour}"
+        try:
+            return str(url_template(("flavour",))(url))
+        except Bad as e:
+            raise UsageError(f"--pytorch-index / ATTN_INSTALL_PYTORCH_INDEX: {e}") from None
 
     # ------------------------------------------------------------------ services
 

@@ -150,8 +150,11 @@ def _from_wheelhouse(cache: Path, key: Mapping[str, Any], wheelhouse: Path, say:
         say(f"  {folder / KEY_FILE} is not this node's build key (torch, CUDA, ABI, Python, machine, archs or "
             "build env differ): not used")
         return None
-    if "sha256" not in rec or not isinstance(rec.get("wheel"), str) or "/" in str(rec.get("wheel")):
+    if not isinstance(rec.get("sha256"), str) or not isinstance(rec.get("wheel"), str):
         say(f"  {folder / KEY_FILE} carries no sha256 of its wheel: not used; export it again")
+        return None
+    if "/" in rec["wheel"] or rec["wheel"].startswith(".") or not rec["wheel"].endswith(".whl"):
+        say(f"  {folder / KEY_FILE} names {rec['wheel']!r}, not a wheel in its folder: not used")
         return None
     wheel = folder / str(rec["wheel"])
     why = problem(folder, key, wheel)

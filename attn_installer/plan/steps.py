@@ -63,8 +63,9 @@ class _Ctx:
 
     def install(self, description: str, requirements: tuple[str, ...], *, kind: StepKind = "install",
                 need: Optional[FileNeed] = None, **options: Any) -> Step:
+        options = {"wheelhouse": self.target.wheelhouse, **options}
         action = PipInstall(python=self.python, requirements=requirements, installer=self.target.installer,
-                            wheelhouse=self.target.wheelhouse, pins=self.pins, **options)
+                            pins=self.pins, **options)
         return Step(kind, description, action, need=need)
 
 
@@ -155,8 +156,11 @@ def fa3_trim_env(matrix: Matrix, request: Request, archs: tuple[str, ...]) -> tu
         env[tr.inference] = "TRUE"
     trimmed = bool(request.head_dims or request.dtypes)
     if request.head_dims:
+        # FA3 runs a head dim with the smallest kernel at least as large (100 -> the 128 kernel)
+        kernels = sorted(int(hd) for hd in tr.hdim)
+        served = {next((k for k in kernels if k >= want), kernels[-1]) for want in request.head_dims}
         for hd, flag in tr.hdim.items():
-            if int(hd) not in request.head_dims:
+            if int(hd) not in served:
                 env[flag] = "TRUE"
     if request.dtypes:
         for dt, flag in tr.dtype.items():
@@ -272,6 +276,9 @@ def _source(ctx: _Ctx, b: Backend, sc: SourceChoice) -> Recipe:
     wheels = posixpath.join(ctx.cache, "wheels", f"{b.name}-{key_digest(bkey)}")
     steps.append(Step("build", f"build a {b.distribution} wheel for {', '.join(archs)}",
                       PipWheel(ctx.python, build_dir, wheels), env=env))
+    # the key's folder alone (never the wheelhouse: another node's build there must not be resolved);
+    # the install names the one wheel of this key by its path, its sha256 checked (install/loop.py)
     steps.append(ctx.install("install the built wheel (cached for the next install with the same build key)",
-                             (b.distribution,), local_wheels=wheels, force_reinstall=True, no_deps=True))
+                             (b.distribution,), local_wheels=wheels, force_reinstall=True, no_deps=True,
+                             wheelhouse=None))
     return Recipe(tuple(steps), units, max(1, len(nv_archs)) if sb.compile_units else 1, wheels, bkey, src)
