@@ -199,13 +199,18 @@ class Journal:
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "phase": "running", "step": None, "child": None,
                 "pointer": str(pointer) if pointer is not None else None, **fields}
         j = cls(path, pointer, data, snapshot)
-        j.write()
-        if pointer is not None:
+        if pointer is not None:  # the pointer first: a run killed right after its journal is written is found
             import json  # noqa: PLC0415
 
             pointer.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(pointer, json.dumps({"journal": str(path), "prefix": fields.get("prefix"),
                                               "python": fields.get("python"), "run_id": fields.get("run_id")}) + "\n")
+        try:
+            j.write()
+        except BaseException:
+            if pointer is not None:
+                pointer.unlink(missing_ok=True)
+            raise
         return j
 
     def write(self) -> None:

@@ -66,6 +66,28 @@ def _journal(tmp_path, **extra):
     return path
 
 
+def test_the_pointer_is_written_before_the_journal(tmp_path):
+    """A run killed right after its journal is written is still found by `attn-install recover`
+    (tests/integration/test_faults.py found the pointer written after, so a kill in between hid it);
+    a journal that cannot be written takes its pointer with it."""
+    pointer = tmp_path / "journal" / "env.json"
+    seen = []
+
+    def snap():
+        seen.append(pointer.is_file())
+        return {"backup_dir": str(tmp_path)}
+
+    j = Journal.begin(tmp_path / "j", pointer, snap, prefix="/env")
+    assert seen[0] is True and j.path.is_file()
+
+    def broken():
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        Journal.begin(tmp_path / "k", tmp_path / "journal" / "k.json", broken, prefix="/k")
+    assert not (tmp_path / "journal" / "k.json").exists() and not (tmp_path / "k").exists()
+
+
 @pytest.mark.parametrize(("damage", "why"), [
     ("symlink", "is a symbolic link"),
     ("group-writable", "can be written by others (mode 660)"),
