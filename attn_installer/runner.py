@@ -84,17 +84,32 @@ class Runner(Protocol):
     ) -> Completed: ...
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: SIGKILL this child when attn-install dies (prctl PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-    except Exception:  # noqa: BLE001, S110 - not Linux: the command still runs
-        pass
+_prctl: Optional[Callable[..., int]] = None
 
 
-_PREEXEC = _die_with_parent if sys.platform.startswith("linux") else None
+def _preexec() -> Optional[Callable[[], None]]:
+    """Linux: what the child runs between fork and exec so that it is SIGKILLed when attn-install
+    dies (prctl PR_SET_PDEATHSIG). libc's prctl is looked up here, in the parent, so the child does
+    no import; and a parent that died before the prctl took effect (a ``kill -9`` landing between
+    fork and prctl) is caught by comparing the parent pid, so no command outlives attn-install."""
+    global _prctl  # noqa: PLW0603 - looked up once
+    if not sys.platform.startswith("linux"):
+        return None
+    if _prctl is None:
+        try:
+            import ctypes  # noqa: PLC0415
+
+            _prctl = ctypes.CDLL(None).prctl
+        except (OSError, AttributeError):  # no libc prctl: the command still runs
+            return None
+    prctl, parent = _prctl, os.getpid()
+
+    def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        if os.getppid() != parent:  # the parent is already gone: the signal will never come
+            os._exit(137)
+
+    return die_with_parent
 
 
 def format_argv(argv: Sequence[str]) -> str:
@@ -187,7 +202,7 @@ class SubprocessRunner:
                 proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
                     (exe, *args[1:]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     stdin=subprocess.DEVNULL, text=True, errors="replace", env=full_env, cwd=cwd,
-                    start_new_session=True, preexec_fn=_PREEXEC,  # noqa: PLW1509 - prctl only
+                    start_new_session=True, preexec_fn=_preexec(),  # noqa: PLW1509 - prctl only
                 )
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -231,7 +246,7 @@ class SubprocessRunner:
         proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
             (exe, *args[1:]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, cwd=cwd, text=True, errors="replace", bufsize=1,
-            start_new_session=True, preexec_fn=_PREEXEC,  # noqa: PLW1509 - prctl only
+            start_new_session=True, preexec_fn=_preexec(),  # noqa: PLW1509 - prctl only
         )
         assert proc.stdout is not None
         try:
