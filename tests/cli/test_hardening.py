@@ -1,7 +1,8 @@
 """Security probes and hard stops outside an install, in real processes: the runner's private working
 directory (nothing in the caller's directory shadows pip), relative executables, the log opened
 without following links, SIGTERM / SIGHUP turned into a clean exit (no temp dirs left), the cache
-refused when it is another user's or others can write to it, facts strings printed escaped."""
+refused when it is another user's or others can write to it, facts strings printed escaped; a link
+planted as the lock, the pins, the journal or a partial download is never written or read through."""
 
 from __future__ import annotations
 
@@ -189,3 +190,44 @@ def test_facts_strings_are_printed_escaped(tmp_path, colab_t4):
         assert "\nrecommended: evil" not in text
         shown += text
     assert "Tesla T4\\x1b]0;owned\\x07\\x1b[2J\\x0d\\x0arecommended: evil" in shown
+
+
+def test_a_link_planted_as_the_lock_is_refused_and_its_target_kept(tmp_path):
+    from attn_installer.errors import InstallError
+    from attn_installer.install.lock import EnvLock
+
+    prefix = tmp_path / "env"
+    prefix.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (prefix / ".attn-install.lock").symlink_to(victim)
+    with pytest.raises(InstallError, match="is a symbolic link; refusing to use it as the lock"), \
+            EnvLock(str(prefix), tmp_path / "locks", 0):
+        pass
+    assert victim.read_text() == "keep me\n"
+
+
+def test_the_pins_and_the_journal_are_never_written_through_a_planted_link(tmp_path):
+    from attn_installer.files import write_atomic
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    for name in ("constraints-run1.txt", ".attn-install.journal"):
+        planted = tmp_path / name
+        planted.symlink_to(victim)
+        write_atomic(planted, "torch==2.8.0\n", mode=0o600)
+        assert not planted.is_symlink() and planted.read_text() == "torch==2.8.0\n"
+    assert victim.read_text() == "keep me\n"
+
+
+def test_a_planted_partial_download_link_is_removed_not_followed(tmp_path):
+    from attn_installer.install.download import clean_partials
+
+    victim = tmp_path / "victim.whl"
+    victim.write_bytes(b"keep me")
+    dest = tmp_path / "downloads" / "flash_attn-2.8.3-cp311-cp311-linux_x86_64.whl"
+    dest.parent.mkdir()
+    link = dest.parent / f".{dest.name}.partXYZ"
+    link.symlink_to(victim)
+    assert clean_partials(dest) == [link]
+    assert not link.is_symlink() and victim.read_bytes() == b"keep me"
