@@ -116,11 +116,9 @@ def recover(journals_dir: Path, locks_dir: Path, runner: Runner, say: Say, *, pr
     else:
         targets = []
         for pointer, d in _pointers(journals_dir):
-            journal = Path(d["journal"])
-            if not journal.exists():
-                pointer.unlink(missing_ok=True)  # its run ended cleanly, or the journal was moved away
-                continue
-            targets.append((journal, pointer, str(d.get("prefix") or "")))
+            # a pointer whose journal is missing is removed only under its environment's lock below: a
+            # run may hold that lock, its pointer written and its journal not yet
+            targets.append((Path(d["journal"]), pointer, str(d.get("prefix") or "")))
     out = []
     for journal, pointer, env_prefix in targets:
         with EnvLock(env_prefix, locks_dir, lock_wait, say) if env_prefix else _nothing():
