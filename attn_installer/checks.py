@@ -16,12 +16,27 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 __all__ = [
-    "Bad", "Check", "Collector", "boolean", "integer", "number", "one_of", "regex", "spec", "str_map",
-    "string_", "strings", "subset", "template", "version",
+    "Bad", "Check", "Collector", "boolean", "integer", "number", "one_of", "printable", "regex", "spec", "str_map",
+    "string_", "strings", "subset", "template", "url_template", "version",
 ]
 
 Check = Callable[[Any], Any]
 MAX_INT = 1 << 31
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def printable(text: str) -> str:
+    """*text* with every control character (C0, DEL, C1: escape sequences, carriage returns, new
+    lines, bells) and every bidirectional override escaped as ``\\xNN`` / ``\\uNNNN``: a string
+    from a facts file then prints as what it is, never moving the cursor, retitling the terminal or
+    starting a forged line. Idempotent (a backslash is left as it is)."""
+    def esc(m: re.Match[str]) -> str:
+        c = ord(m.group(0))
+        return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+    return _UNPRINTABLE.sub(esc, text)
 
 
 class Bad(Exception):
@@ -144,13 +159,37 @@ def template(placeholders: tuple[str, ...]) -> Check:
     def check(v: Any) -> str:
         text = string_(v)
         try:
-            fields = [name for _lit, name, _spec, _conv in string.Formatter().parse(text) if name is not None]
+            parts = [(name, spec, conv) for _lit, name, spec, conv in string.Formatter().parse(text)
+                     if name is not None]
         except ValueError as e:
             raise Bad(f"not a valid template ({e})") from None
-        unknown = [f for f in fields if f not in placeholders]
+        unknown = [f for f, _s, _c in parts if f not in placeholders]
         if unknown:
             raise Bad(f"unknown placeholder {{{unknown[0]}}} (known: "
                       + ", ".join("{" + p + "}" for p in placeholders) + ")")
+        odd = [f for f, s, cv in parts if s or cv]
+        if odd:
+            raise Bad(f"placeholder {{{odd[0]}}} has a conversion or format spec; write it as {{{odd[0]}}}")
+        return text
+
+    return check
+
+
+def url_template(placeholders: tuple[str, ...]) -> Check:
+    """A :func:`template` that is an http(s) URL with a host, checked with its placeholders filled."""
+    inner = template(placeholders)
+
+    def check(v: Any) -> str:
+        from urllib.parse import urlsplit  # noqa: PLC0415
+
+        text = str(inner(v))
+        filled = text.format(**dict.fromkeys(placeholders, "x"))
+        try:
+            parts = urlsplit(filled)
+        except ValueError as e:
+            raise Bad(f"not a URL ({e})") from None
+        if parts.scheme not in ("http", "https") or not parts.netloc or any(ch.isspace() for ch in filled):
+            raise Bad(f"'{text}' is not an http(s) URL template")
         return text
 
     return check

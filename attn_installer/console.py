@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from attn_installer.bench import BackendResult, BenchReport, Timing, ranked, where
+from attn_installer.checks import printable
 from attn_installer.facts import Facts
 from attn_installer.plan.model import BackendPlan, Plan
 from attn_installer.runner import format_argv
@@ -57,7 +58,7 @@ def render_facts(f: Facts) -> str:
                      if k not in ("torch", "packaging", "setuptools", "wheel", "numpy"))
     lines.append(f"packages {pkgs or '-'}")
     lines.extend(f"note     {n}" for n in f.notes)
-    return "\n".join(lines)
+    return "\n".join(printable(ln) for ln in lines)  # each line one line, whatever a field held
 
 
 WIDTH = 100

@@ -14,12 +14,14 @@ __all__ = [
     "AttnInstallError",
     "BenchError",
     "BusyError",
+    "CacheError",
     "ConfigError",
     "DiskFullError",
     "DownloadError",
     "FactsError",
     "InstallError",
     "InstallInterruptedError",
+    "InternalInstallError",
     "MatrixError",
     "NoViableBackendError",
     "ProbeError",
@@ -84,10 +86,6 @@ class DownloadError(InstallError):
     """A file that does not exist, cannot be reached, or does not match its hash."""
 
 
-class DiskFullError(InstallError):
-    """No space left (ENOSPC) in the target environment, the cache, the temp dir or the log folder."""
-
-
 class StepFailedError(InstallError):
     """One backend's install failed: what failed, the hint, and what the rollback did.
 
@@ -97,6 +95,11 @@ class StepFailedError(InstallError):
         super().__init__(message)
         self.hint = hint
         self.outcome = outcome
+
+
+class DiskFullError(StepFailedError):
+    """No space left (ENOSPC) in the target environment, the cache, the temp dir or the log folder;
+    the message names the folder (the environment was restored, or the message says its state)."""
 
 
 class BusyError(AttnInstallError):
@@ -115,6 +118,19 @@ class BenchError(AttnInstallError):
     """`attn-install bench` could not measure (the measuring process crashed or timed out early)."""
 
     exit_code = 11
+
+
+class CacheError(AttnInstallError):
+    """The cache folder is unsafe (another user owns it, others can write to it) or unusable."""
+
+    exit_code = 12
+
+
+class InternalInstallError(AttnInstallError):
+    """A bug during an install, reported after the rollback ran: the message says the state the
+    environment is in (the traceback with --debug, chained)."""
+
+    exit_code = INTERNAL_ERROR
 
 
 class InstallInterruptedError(AttnInstallError):

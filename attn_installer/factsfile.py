@@ -7,11 +7,13 @@ type and range, and every error names the file and the field in one line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from packaging.version import InvalidVersion, Version
 
+from attn_installer.checks import printable
 from attn_installer.errors import FactsError
 from attn_installer.facts import (
     _AMD_ARCH,
@@ -30,8 +32,13 @@ from attn_installer.files import ReadProblem, loads_json_strict, read_bounded
 
 __all__ = ["MAX_BYTES", "Reader", "load_facts"]
 
+_PACKAGE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,200}[A-Za-z0-9])?")
+
 MAX_BYTES = 1 << 20
 MAX_NUMBER = 1 << 40
+MAX_STRING = 4096
+MAX_ITEMS = 4096
+"""GPUs, packages, sources or notes one facts file may list."""
 
 
 def load_facts(path: Path) -> Facts:
@@ -74,7 +81,9 @@ class Reader:
             return None
         if not isinstance(v, str):
             raise self.fail(where, f"expected a string, got {_kind(v)}")
-        return v
+        if len(v) > MAX_STRING:
+            raise self.fail(where, f"a string of {len(v)} characters; at most {MAX_STRING} are read")
+        return printable(v)  # data from elsewhere: printed as what it is, never as terminal control
 
     def version(self, v: Any, where: str, *, optional: bool = False) -> Optional[str]:
         s = self.string(v, where, optional=optional)
@@ -143,8 +152,9 @@ class Reader:
             toolkit=toolkit,
             torch=torch,
             packages=packages,
-            sources={str(k): str(v) for k, v in self.obj(sources, "sources").items()},
-            notes=tuple(str(n) for n in notes) if isinstance(notes, list) else (),
+            sources={printable(str(k)): printable(str(v)) for k, v in self.items(self.obj(sources, "sources"),
+                                                                                      "sources")},
+            notes=tuple(printable(str(n)) for n in self.items(notes, "notes")) if isinstance(notes, list) else (),
             hub=self.hub(top.get("hub")),
             build_flags=self.build_flags(top.get("build_flags")),
         )
@@ -204,7 +214,7 @@ class Reader:
         if not isinstance(data, list):
             raise self.fail("gpus", f"expected a list, got {_kind(data)}")
         out = []
-        for i, item in enumerate(data):
+        for i, item in enumerate(self.items(data, "gpus")):
             w = f"gpus[{i}]"
             d = self.obj(item, w)
             vendor = self.string(self.req(d, "vendor", w), f"{w}.vendor")
@@ -284,11 +294,20 @@ class Reader:
             arch_list=arch_list,
         )
 
+    def items(self, data: Any, where: str) -> Any:
+        """A list or object of at most MAX_ITEMS entries (its items for an object)."""
+        if isinstance(data, (list, dict)) and len(data) > MAX_ITEMS:
+            raise self.fail(where, f"{len(data)} entries; at most {MAX_ITEMS} are read")
+        return data.items() if isinstance(data, dict) else data
+
     def packages(self, data: Any) -> dict[str, str]:
         d = self.obj(data, "packages")
         out = {}
-        for k, v in d.items():
-            out[str(k)] = str(self.version(v, f"packages.{k}"))
+        for k, v in self.items(d, "packages"):
+            name = printable(str(k))
+            if not _PACKAGE.fullmatch(name):
+                raise self.fail(f"packages.{name}", "is not a distribution name")
+            out[name] = str(self.version(v, f"packages.{name}"))
         return out
 
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-__all__ = ["ReadProblem", "loads_json_strict", "read_bounded", "sha256_of", "write_atomic"]
+__all__ = ["ReadProblem", "check_yaml_nesting", "loads_json_strict", "loads_yaml_bounded", "read_bounded", "sha256_of", "write_atomic"]
 
 CHUNK = 1 << 20
 
@@ -68,6 +68,8 @@ def read_bounded(path: Path, *, limit: int) -> str:
         raise ReadProblem(f"cannot read: {e.strerror}") from None
     try:
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ReadProblem("is a directory, not a file")
         if not stat.S_ISREG(st.st_mode):
             raise ReadProblem("is not a regular file (a pipe, device or socket)")
         if st.st_size > limit:
@@ -135,9 +137,57 @@ def loads_json_strict(text: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     try:
         return json.loads(text, parse_constant=hook)
     except json.JSONDecodeError as e:
-        raise ReadProblem(f"not JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        raise ReadProblem(f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except RecursionError:
         raise ReadProblem("nests too deeply to read") from None
+    except ValueError as e:  # an integer of more digits than Python converts (4300)
+        raise ReadProblem(f"holds a number that cannot be read ({str(e).split(';')[0]})") from None
+
+
+MAX_YAML_DEPTH = 64
+
+
+def check_yaml_nesting(text: str, *, max_depth: int = MAX_YAML_DEPTH) -> None:
+    """ReadProblem when flow brackets nest deeper than *max_depth* (counted before any parser runs;
+    block nesting is bounded by the parser's own recursion)."""
+    depth = deepest = 0
+    quote = ""
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        elif ch == "\n":
+            quote = ""  # a quote in a comment or a plain scalar ends with its line here
+    if deepest > max_depth:
+        raise ReadProblem(f"nests {deepest} levels deep; at most {max_depth} are read")
+
+
+def loads_yaml_bounded(text: str, *, max_depth: int = MAX_YAML_DEPTH) -> Any:
+    """A YAML document read safely (no tags, no objects), its nesting bounded: flow brackets counted
+    before parsing, block nesting checked by the parser's own recursion. ReadProblem with the line
+    where the parser stops."""
+    from ruamel.yaml import YAML  # noqa: PLC0415 - keep `attn-install --help` fast
+    from ruamel.yaml.error import YAMLError  # noqa: PLC0415
+
+    check_yaml_nesting(text, max_depth=max_depth)
+    try:
+        return YAML(typ="safe").load(text)
+    except YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ReadProblem(f"not valid YAML ({where}{problem})") from None
+    except RecursionError:
+        raise ReadProblem("nests too deeply to read") from None
+    except (ValueError, OverflowError) as e:
+        raise ReadProblem(f"holds a value that cannot be read ({e})") from None
 
 
 def finite(value: float) -> bool:

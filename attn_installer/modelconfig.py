@@ -7,12 +7,12 @@ Used for the bench shape and for what `verify` checks (head dims, KV heads, dtyp
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from attn_installer.errors import UsageError
+from attn_installer.files import ReadProblem, loads_json_strict, read_bounded
 
 __all__ = ["SEQ_CAP", "ModelAttention", "Shape", "attention_from_config", "axolotl_model", "find_hf_config",
            "parse_model_config", "read_json_config", "read_model_attention", "shape_from_model_config"]
@@ -36,12 +36,25 @@ class Shape:
         return f"B={self.batch} S={self.seq_len} H={self.heads} KV={self.kv_heads} D={self.head_dim}"
 
 
+MAX_FIELD = 1 << 24
+"""No attention shape has a head count, head dim or hidden size above this."""
+MAX_CONFIG_BYTES = 16 << 20
+"""A config.json (id2label maps included) or an axolotl YAML is far below this."""
+
+
+def _short(v: Any) -> str:
+    text = repr(v) if not isinstance(v, int) or v.bit_length() < 128 else f"an integer of {v.bit_length()} bits"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _field_int(data: Mapping[str, Any], name: str, where: str) -> Optional[int]:
     v = data.get(name)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise UsageError(f"{where}: field '{name}': {v!r} is not a positive integer")
+        raise UsageError(f"{where}: field '{name}': {_short(v)} is not a positive integer")
+    if v > MAX_FIELD:
+        raise UsageError(f"{where}: field '{name}': {_short(v)} is out of range (at most {MAX_FIELD})")
     return v
 
 
@@ -76,15 +89,12 @@ def parse_model_config(data: Any, where: str) -> dict[str, Any]:
 
 
 def read_json_config(path: Path) -> Any:
-    """A config.json's content; one-line UsageError when it cannot be read or parsed."""
+    """A config.json's content (a regular file of at most 16 MB, UTF-8, strict JSON, nesting
+    bounded); one-line UsageError when it cannot be read or parsed."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read the model config: {e.strerror or e}") from None
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        raise UsageError(f"{path}: not valid JSON: {e}") from None
+        return loads_json_strict(read_bounded(Path(path), limit=MAX_CONFIG_BYTES))
+    except ReadProblem as e:
+        raise UsageError(f"{path}: cannot read the model config: {e}") from None
 
 
 def shape_from_model_config(path: Path) -> dict[str, Any]:

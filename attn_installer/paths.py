@@ -7,24 +7,32 @@ else ``~/.cache/attn-install``):
     wheels/<key>/  wheels built from source, one folder per build key
     src/           source checkouts of source builds
     constraints/   the torch pins handed to pip
-    backup/<run>/  distributions repacked before a step replaced them (removed after success)
-    journal/       the record of an unfinished run, for `attn-install recover`
+    backup/<run>/  the files a step may overwrite, copied before it runs, and the listing of the
+                   environment before the run (removed when the run ends cleanly)
+    journal/       pointers to the journals of unfinished runs (each journal lives beside the lock
+                   of its environment), for `attn-install recover`
     records/       verification records, keyed by the installed files of a backend
     bench/         cached `attn-install bench` results
     logs/          one log per run
     locks/         lock files of environments whose prefix is not writable
     wheelhouse/    the default --wheelhouse of --offline
+
+The folder is created with mode 0700 and refused when another user owns it or others can write to
+it (:meth:`Paths.checked`): a wheel, a bench result or a journal planted there would be believed.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
-__all__ = ["Paths", "matrix_dir", "run_id"]
+from attn_installer.errors import CacheError
+
+__all__ = ["Paths", "check_private_dir", "matrix_dir", "run_id"]
 
 
 @dataclass(frozen=True)
@@ -34,10 +42,17 @@ class Paths:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Paths:
         explicit = env.get("ATTN_INSTALL_CACHE")
-        if explicit:
-            return cls(Path(explicit))
+        if explicit:  # absolute: steps run from a private working directory
+            return cls(Path(explicit).expanduser().absolute())
         base = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cache")
-        return cls(Path(base) / "attn-install")
+        return cls(Path(base).absolute() / "attn-install")
+
+    def checked(self, *, create: bool = True) -> Paths:
+        """This cache, safe to use: created with mode 0700 when missing (*create*), else owned by
+        this user and writable by nobody else. CacheError with the reason otherwise."""
+        check_private_dir(self.cache, "the attn-install cache", create=create, hint=(
+            "point ATTN_INSTALL_CACHE at a folder of your own"))
+        return self
 
     @property
     def downloads(self) -> Path:
@@ -95,6 +110,34 @@ def run_id() -> str:
 
 
 _COUNTER = 0
+
+
+def check_private_dir(path: Path, what: str, *, create: bool, hint: str) -> None:
+    """*path* is a directory this user owns that no one else can write to (made, mode 0700, when
+    missing and *create*); CacheError naming the reason otherwise."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if not create:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir(0o700)
+        except FileExistsError:
+            pass  # another run made it a moment ago: checked below
+        except OSError as e:
+            raise CacheError(f"{what} {path} cannot be created: {e.strerror}; {hint}") from None
+        st = path.stat()
+    except OSError as e:
+        raise CacheError(f"{what} {path} cannot be read: {e.strerror}; {hint}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise CacheError(f"{what} {path} is not a directory; {hint}")
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        raise CacheError(f"{what} {path} belongs to another user (uid {st.st_uid}, you are {os.geteuid()}): "
+                         f"its wheels, records and journals could have been planted; {hint}")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CacheError(f"{what} {path} can be written by others (mode {stat.S_IMODE(st.st_mode):o}): "
+                         f"its wheels, records and journals could have been planted; `chmod 700 {path}`, or {hint}")
 
 
 def matrix_dir(env: Mapping[str, str]) -> Optional[Path]:

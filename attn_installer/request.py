@@ -36,6 +36,9 @@ class MeasuredSpeed:
     """GPU, dtype and shape it was measured at, for the reason text."""
 
 
+MAX_HEAD_DIM = 256
+
+
 @dataclass(frozen=True)
 class Training:
     """What the user's training config (an axolotl YAML, `--axolotl-config` / `--merge`) and the
@@ -107,6 +110,10 @@ class Request:
         for arch in self.target_archs:
             if not is_arch(arch):
                 raise UsageError(f"--target-arch: '{arch}' is not an arch like sm_90 or gfx942")
+        for hd in self.head_dims:
+            if not 8 <= hd <= MAX_HEAD_DIM:
+                raise UsageError(f"--head-dim {hd}: head dims from 8 to {MAX_HEAD_DIM} (the largest FlashAttention "
+                                 "kernel) are built for")
         if self.route is not None and self.route not in ROUTE_KINDS:
             raise UsageError(f"--route: '{self.route}' is not one of {', '.join(ROUTE_KINDS)}")
         if self.route == "source" and self.no_source:

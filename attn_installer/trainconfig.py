@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from attn_installer.errors import ConfigError
-from attn_installer.files import ReadProblem, read_bounded
+from attn_installer.files import ReadProblem, check_yaml_nesting, read_bounded
 from attn_installer.matrix import Matrix
 from attn_installer.modelconfig import ModelAttention, find_hf_config, read_model_attention
 from attn_installer.request import DEFAULT_SWITCH_MARGIN, Training
@@ -73,11 +73,17 @@ def _load(text: str, name: str) -> Any:
     from attn_installer.config import yaml_error  # noqa: PLC0415
 
     try:
+        check_yaml_nesting(text)
+    except ReadProblem as e:
+        raise ConfigError(f"{name}: {e}") from None
+    try:
         return YAML(typ="safe", pure=True).load(text)
     except YAMLError as e:
         raise yaml_error(name, e, "not valid YAML: ", "; the file was not changed") from None
     except RecursionError:
         raise ConfigError(f"{name}: nests too deeply to read") from None
+    except (ValueError, OverflowError) as e:  # an integer of more digits than Python converts
+        raise ConfigError(f"{name}: holds a value that cannot be read ({str(e).split(';')[0]})") from None
 
 
 def read_training_config(path: Path, matrix: Matrix) -> TrainingConfig:

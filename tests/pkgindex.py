@@ -4,6 +4,10 @@ The server speaks PEP 503 (``/simple/<name>/`` and the per-CUDA layout ``/whl/<f
 that download.pytorch.org uses) and mimics GitHub release assets:
 ``/<owner>/<repo>/releases/download/<tag>/<file>`` answers 302 to ``/assets/<file>`` as github.com
 redirects to its object store; HEAD follows the same path.
+
+Faults for the fault-injection tests, per file name: ``cut[name] = n`` serves the file without a
+Content-Length and closes the connection after *n* bytes (a server that stops mid-download);
+``slow[name] = s`` sleeps *s* seconds after each 64 KiB sent.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import html
 import re
 import threading
+import time
 import zipfile
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -59,6 +64,8 @@ def stand_in_torch(outdir: Path, version: str = "2.8.0+cu126", cuda: Optional[st
 class _Handler(SimpleHTTPRequestHandler):
     root: Path
     log_requests: list[str]
+    cut: dict[str, int]
+    slow: dict[str, float]
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         pass
@@ -108,10 +115,29 @@ class _Handler(SimpleHTTPRequestHandler):
         self.send_response(200)
         ctype = "text/html" if path.suffix == ".html" else "application/octet-stream"
         self.send_header("Content-Type", ctype)
+        cut = self.cut.get(path.name)
+        if cut is not None:  # no length, and the connection closes early: the body looks complete
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            if not head:
+                self.wfile.write(data[:cut])
+            return
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        if not head:
-            self.wfile.write(data)
+        if head:
+            return
+        pause = self.slow.get(path.name)
+        try:
+            if pause is None:
+                self.wfile.write(data)
+                return
+            for i in range(0, len(data), 1 << 16):
+                self.wfile.write(data[i:i + (1 << 16)])
+                self.wfile.flush()
+                time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):  # the client went away mid-download (killed, disk full)
+            self.close_connection = True
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         self._serve(head=False)
@@ -128,7 +154,10 @@ class PackageIndex:
         (root / "files").mkdir(parents=True, exist_ok=True)
         (root / "assets").mkdir(parents=True, exist_ok=True)
         self.requests: list[str] = []
-        handler = type("H", (_Handler,), {"root": root, "log_requests": self.requests})
+        self.cut: dict[str, int] = {}
+        self.slow: dict[str, float] = {}
+        handler = type("H", (_Handler,), {"root": root, "log_requests": self.requests, "cut": self.cut,
+                                          "slow": self.slow})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -20,6 +20,7 @@ from attn_installer.cli.app import App
 from attn_installer.cli.options import DEFAULT_CONFIG, plan_options
 from attn_installer.cli.training import training_options
 from attn_installer.errors import INTERNAL_ERROR, AttnInstallError
+from attn_installer.stops import Stopped, describe, install_handlers, restore_handlers
 
 __all__ = ["cli", "main"]
 
@@ -91,28 +92,46 @@ def _register() -> None:
 _register()
 
 
+def _tell(text: str) -> None:
+    """The last line, on stderr; a terminal that is gone (SIGHUP, a closed pipe) cannot make it fail."""
+    try:
+        click.echo(text, err=True)
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Optional[list[str]] = None, obj: Any = None) -> None:
     debug = os.environ.get("ATTN_INSTALL_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
+    handlers = install_handlers()
+    try:
+        _main(argv, obj, debug)
+    finally:
+        restore_handlers(handlers)
+
+
+def _main(argv: Optional[list[str]], obj: Any, debug: bool) -> None:
     try:
         cli.main(args=argv, prog_name="attn-install", standalone_mode=False, obj=obj)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        _tell("aborted")
         sys.exit(130)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
     except AttnInstallError as e:
-        click.echo(f"attn-install: error: {e}", err=True)
+        _tell(f"attn-install: error: {e}")
         if debug:
             raise
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        _tell("interrupted")
         sys.exit(130)
+    except Stopped as e:
+        _tell(f"attn-install: stopped by {describe(e.signum)}")
+        sys.exit(128 + e.signum)
     except Exception as e:  # noqa: BLE001 - the last resort for bugs
         if debug:
             raise
-        click.echo(f"attn-install: internal error: {type(e).__name__}: {e} "
-                   "(run with --debug for the traceback)", err=True)
+        _tell(f"attn-install: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
         sys.exit(INTERNAL_ERROR)
     sys.exit(0)

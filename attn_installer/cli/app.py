@@ -42,11 +42,18 @@ class App:
     def torch_index_template(self) -> Optional[str]:
         """The mirror (--pytorch-index, else ATTN_INSTALL_PYTORCH_INDEX) as a URL template with
         {flavour}, or None for the matrix's own index."""
+        from attn_installer.checks import Bad, url_template  # noqa: PLC0415
+        from attn_installer.errors import UsageError  # noqa: PLC0415
+
         ctx = click.get_current_context(silent=True)
         url = (ctx.meta.get("attn_install.pytorch_index") if ctx is not None else None) or self.torch_index
         if not url:
             return None
-        return url if "{flavour}" in url else url.rstrip("/") + "/{flavour}"
+        url = url if "{flavour}" in url else url.rstrip("/") + "/{flavour}"
+        try:
+            return str(url_template(("flavour",))(url))
+        except Bad as e:
+            raise UsageError(f"--pytorch-index / ATTN_INSTALL_PYTORCH_INDEX: {e}") from None
 
     # ------------------------------------------------------------------ services
 
@@ -123,7 +130,7 @@ class App:
         shape = None
         if training is not None and training.model is not None:
             shape = training_shape(training.model, training.sequence_len, None, training.packing)
-        report = find_measured(self.paths.cache, facts, matrix, workload, shape)
+        report = find_measured(self.paths.checked(create=False).cache, facts, matrix, workload, shape)
         if report is None:
             if not quiet:
                 at = (" at the model's shape (" + ", ".join(f"{k} {v}" for k, v in shape.items())

@@ -94,7 +94,7 @@ def bench(app: App, backends: tuple[str, ...], model_config: Optional[Path], axo
     exe = facts.python.executable or "python"
     builds = current_builds(app.runner(), exe, matrix, names)
     key = b.cache_key(facts, matrix, config, builds)
-    path = b.cache_path(app.paths.cache, key)
+    path = b.cache_path(app.paths.checked().cache, key)
     report = None if rerun else b.load_cached(path)
     if report is not None:
         report = judge(report, matrix)

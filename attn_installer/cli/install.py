@@ -129,7 +129,9 @@ def download(app: App, backends: tuple[str, ...], facts_file: Path, wheelhouse: 
     if not chosen:
         raise NoViableBackendError("nothing to download: " + "; ".join(p.blockers or ["no backend fits"]))
     wheelhouse.mkdir(parents=True, exist_ok=True)
-    runner = app.runner(app.paths.logs / "download.log")
+    from attn_installer.paths import run_id  # noqa: PLC0415
+
+    runner = app.runner(app.paths.checked().log_file(run_id(), "download"))
     pinned = app.matrix().pinned
     for name in chosen:
         bp = p.backend(name)
@@ -141,4 +143,39 @@ def download(app: App, backends: tuple[str, ...], facts_file: Path, wheelhouse: 
             f"`attn-install install --wheelhouse {wheelhouse} --auto`)")
 
 
-COMMANDS = (install, build, download)
+@click.command()
+@click.option("--python", "python", default=None, metavar="PATH",
+              help="Recover this interpreter's environment (default: every unfinished journal the cache points to).")
+@click.option("--forget", is_flag=True,
+              help="Remove the journal and keep the environment as it is now (after you checked it).")
+@click.option("--lock-wait", type=float, default=600.0, show_default=True, metavar="SECONDS")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: each journal, what happened, the result.")
+@click.pass_obj
+def recover(app: App, python: Optional[str], forget: bool, lock_wait: float, as_json: bool) -> None:
+    """Finish what an interrupted install left: restore the environment from its journal."""
+    from attn_installer.errors import InstallError  # noqa: PLC0415
+    from attn_installer.install.envstate import read_state  # noqa: PLC0415
+    from attn_installer.install.recover import as_json as dump  # noqa: PLC0415
+    from attn_installer.install.recover import recover as run_recover  # noqa: PLC0415
+    from attn_installer.paths import run_id  # noqa: PLC0415
+
+    paths = app.paths.checked()
+    runner = app.runner(paths.log_file(run_id(), "recover"))
+    prefix = read_state(runner, python).prefix if python else None
+    done = run_recover(paths.journal, paths.locks, runner, app.say, prefix=prefix, forget=forget,
+                       lock_wait=lock_wait)
+    if as_json:
+        app.out(dump(done))
+    elif not done:
+        where = f"the environment of {python}" if python else f"the cache {paths.cache}"
+        app.out(f"nothing to recover: no unfinished install journal for {where}")
+    for d in done if not as_json else ():
+        app.out(f"{d.journal}: {d.what}")
+        app.out(f"  {d.state}")
+    bad = [d for d in done if not d.exact and not d.result.get("forgotten")]
+    if bad:
+        raise InstallError(f"{len(bad)} environment(s) could not be restored exactly: "
+                           + "; ".join(f"{d.journal}: {d.state}" for d in bad))
+
+
+COMMANDS = (install, build, download, recover)

@@ -54,7 +54,9 @@ def torch_cmd(app: App, as_json: bool, yes: bool, python: Optional[str], pytorch
         return
     if not yes:
         return
-    runner = app.runner(app.paths.log_file("torch", "torch"))
+    from attn_installer.paths import run_id  # noqa: PLC0415
+
+    runner = app.runner(app.paths.checked().log_file(run_id(), "torch"))
     app.say(f"installing torch {choice.version}+{choice.flavour} into {facts.python.executable} ...")
     done = runner.run(choice.argv, timeout=INSTALL_TIMEOUT, on_line=lambda line: None)
     if not done.ok:

@@ -92,7 +92,7 @@ def verify(app: App, backends: tuple[str, ...], python: Optional[str], dtype: Op
         app.say(f"verifying {name} ({dt}, {what}) ...")
         res = verify_backend(runner, exe, matrix.backend(name), dtype=dt, head_dims=dims, model=model,
                              math_only=math_only(facts.gpus, matrix))
-        save_record(app.paths.cache, res, created)
+        save_record(app.paths.checked().cache, res, created)
         results.append(res)
         if not as_json:
             app.out(f"{name}: {res.status}: {res.detail}")

@@ -11,7 +11,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from attn_installer import target
 from attn_installer.errors import InstallError
@@ -33,12 +33,10 @@ class EnvState:
     executable: str
     packages: Mapping[str, str]
     pip: Optional[str]
-    files: Mapping[str, Mapping[str, Optional[str]]] = field(default_factory=dict)
-    """With ``files=True``: per distribution, its RECORD paths and their sha256 now."""
-    locations: Mapping[str, str] = field(default_factory=dict)
-    """Per distribution, the folder its RECORD paths are relative to."""
-    site_tops: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    """The entries at the top of every site-packages folder (a half-written package shows here)."""
+    roots: tuple[str, ...] = ()
+    """The folders pip installs into (purelib, platlib, scripts), links resolved."""
+    files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """With ``files=NAMES``: per distribution asked for, the absolute path of every RECORD entry."""
 
 
 def json_line(out: str) -> dict[str, Any]:
@@ -66,17 +64,20 @@ def run_target(runner: Runner, python: str, program: str, args: tuple[str, ...],
         raise InstallError(f"{failing}: unexpected output") from None
 
 
-def read_state(runner: Runner, python: str, *, files: bool = False) -> EnvState:
-    """The installed distributions of the target environment, as its interpreter sees them."""
-    d = run_target(runner, python, "attn_envstate", ("--files",) if files else (),
+def read_state(runner: Runner, python: str, *, files: Sequence[str] = ()) -> EnvState:
+    """The installed distributions of the target environment, as its interpreter sees them (and
+    the files of the distributions named in *files*)."""
+    d = run_target(runner, python, "attn_envstate", ("--files", ",".join(files)) if files else (),
                    f"cannot read the environment of {python}")
     try:
         packages = d["packages"]
         assert isinstance(packages, dict)
+        listed = d.get("files") or {}
+        assert isinstance(listed, dict)
         return EnvState(str(d["prefix"]), str(d["executable"]), {str(k): str(v) for k, v in packages.items()},
                         str(d["pip"]) if d.get("pip") else None,
-                        files=d.get("files") or {}, locations=d.get("locations") or {},
-                        site_tops={k: tuple(v) for k, v in (d.get("site_tops") or {}).items()})
+                        roots=tuple(str(r) for r in d.get("roots") or ()),
+                        files={str(k): tuple(str(p) for p in v) for k, v in listed.items()})
     except (KeyError, AssertionError, TypeError):
         raise InstallError(f"cannot read the environment of {python}: unexpected output") from None
 

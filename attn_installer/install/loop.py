@@ -1,22 +1,29 @@
 """The step loop of one backend: run its steps, keep torch where it is, verify, and restore the
 environment exactly when anything fails.
 
-    lock the target environment -> snapshot its distributions -> for each step: write its files,
-    have its file (download: HEAD check, cache, sha256), preview what pip would change
-    (``--dry-run --report``) and repack every distribution it would replace, run it, check torch & co.
-    did not move -> verify with a real kernel call -> on any failure or interrupt: uninstall what was
-    added, put back what was replaced, say what state the environment is in.
+    lock the target environment -> finish an earlier run's journal if one is there -> snapshot the
+    environment (distributions, and every file of the folders pip writes to) into a journal beside
+    the lock -> for each step: check free space, write its files, have its file (download: HEAD
+    check, cache, sha256), preview what pip would change (``--dry-run --report``) and copy the
+    files of every distribution it would replace, run it, check torch & co. did not move -> verify
+    with a real kernel call -> on any failure, interrupt (Ctrl-C, SIGTERM, SIGHUP) or bug: remove
+    what was added, put back what was replaced, file by file, check the folders equal the snapshot,
+    say what state the environment is in -> remove the journal when the run ended cleanly.
 
 Source builds use the same loop: a wheel already built for the same build key (cache or
-``--wheelhouse``) skips fetch and build. A failure raises StepFailedError carrying the record of
-the attempt (steps, verification, rollback); Ctrl-C raises InstallInterruptedError after restoring.
+``--wheelhouse``, its sha256 checked against the key) skips fetch and build and is installed by its
+path. A failure raises StepFailedError carrying the record of the attempt (steps, verification,
+rollback), a full disk DiskFullError naming the folder, Ctrl-C / SIGTERM / SIGHUP
+InstallInterruptedError, a bug InternalInstallError: each after the rollback.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 import shutil
-import signal
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,20 +32,30 @@ from typing import Any, Callable, Optional
 from packaging.version import Version
 
 from attn_installer import commands
-from attn_installer.errors import InstallError, InstallInterruptedError, StepFailedError
+from attn_installer.errors import (
+    AttnInstallError,
+    DiskFullError,
+    InstallError,
+    InstallInterruptedError,
+    InternalInstallError,
+    StepFailedError,
+)
 from attn_installer.facts import Gpu
 from attn_installer.install import wheelcache
 from attn_installer.install.backup import Rollback, rollback_state
 from attn_installer.install.diagnose import explain, find_hint, pinned_moves
 from attn_installer.install.envstate import EnvState, canonical, diff, read_state
 from attn_installer.install.files import ensure_file, write_step_files
+from attn_installer.install.journal import Journal, journal_path, pointer_path
 from attn_installer.install.lock import EnvLock
 from attn_installer.install.progress import Progress, mmss
+from attn_installer.install.recover import recover_pending
 from attn_installer.matrix import Matrix
 from attn_installer.modelconfig import ModelAttention
 from attn_installer.paths import Paths
 from attn_installer.plan.model import BackendPlan, Step, TargetProgram
 from attn_installer.runner import Completed, Runner
+from attn_installer.stops import Stopped, describe, shielded, signum_of
 from attn_installer.verify import (
     DEFAULT_HEAD_DIMS,
     VerifyResult,
@@ -144,9 +161,35 @@ class Outcome:
 
 
 class _Failed(Exception):
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", disk: bool = False) -> None:
         super().__init__(message)
         self.hint = hint
+        self.disk = disk
+        """A full disk: DiskFullError once rolled back."""
+
+
+_NO_SPACE = re.compile(r"No space left on device|Disk quota exceeded|\[Errno (?:28|122)\]")
+_NO_SPACE_PATH = re.compile(r"\[Errno (?:28|122)\] [^:\n]*: '([^'\n]+)'")
+
+
+def _robust(say: Say) -> Say:
+    """A say() that a gone terminal (SIGHUP, a closed pipe) cannot make fail mid-rollback."""
+    def tell(text: str) -> None:
+        try:
+            say(text)
+        except (OSError, ValueError):
+            pass
+
+    return tell
+
+
+def _full(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _folder(path: str) -> str:
+    """The nearest existing folder of *path* (what filled up)."""
+    return str(_existing_ancestor(Path(path)).resolve())
 
 
 def _tail(output: str, n: int = LOG_TAIL) -> str:
@@ -157,31 +200,43 @@ def _tail(output: str, n: int = LOG_TAIL) -> str:
 class _Loop:
     def __init__(self, bp: BackendPlan, svc: Services, opts: Options) -> None:
         self.bp, self.svc, self.opts = bp, svc, opts
-        self.say = svc.say
+        self.say = _robust(svc.say)
         self.out = Outcome(bp.name, log_path=str(svc.log_path) if svc.log_path else None)
-        self.rollback = Rollback(svc.runner, opts.python, svc.paths.backup(svc.run_id), self.say,
+        self.rollback = Rollback(svc.runner, opts.python, svc.paths.backup(f"{svc.run_id}-{bp.name}"), self.say,
                                  wheelhouse=opts.wheelhouse, offline=opts.offline)
         self.shadowed: list[str] = []
         """Installed distributions whose files this backend's wheel overwrites; reinstalled after it."""
-        self.workdir = Path(tempfile.mkdtemp(prefix="attn-install-run-"))
-        """Every command runs from here: nothing in the caller's directory can shadow pip."""
+        self.workdir = Path("/nonexistent")
+        """Every command runs from here (made by run()): nothing in the caller's directory can shadow pip."""
+        self.journal: Optional[Journal] = None
+        self.roots: tuple[str, ...] = ()
 
     def _state(self) -> EnvState:
         return read_state(self.svc.runner, self.opts.python)
 
     # ------------------------------------------------------------------ running one step
 
-    def _run(self, step: Step) -> Completed:
-        import os  # noqa: PLC0415
-
+    def _run(self, step: Step, argv: tuple[str, ...]) -> Completed:
         env = {**os.environ, **step.env} if step.env else None
         progress = Progress(self.say, units=self.bp.compile_units, estimate_minutes=self.bp.estimate_minutes,
                             log_path=str(self.svc.log_path) if self.svc.log_path else None)
         build = step.kind == "build"
-        return self.svc.runner.run(step.argv, timeout=BUILD_TIMEOUT if build else PIP_TIMEOUT, env=env,
-                                   cwd=self.workdir, on_line=progress.on_line,
-                                   on_idle=progress.on_idle if build else None,
-                                   idle_seconds=self.opts.stall_seconds)
+        runner = self.svc.runner
+        journal = self.journal
+        hooked = journal is not None and hasattr(runner, "on_spawn")
+        if hooked:
+            assert journal is not None
+            journal.update(step=step.description, child=None)
+            runner.on_spawn = journal.child  # type: ignore[attr-defined]
+        try:
+            return runner.run(argv, timeout=BUILD_TIMEOUT if build else PIP_TIMEOUT, env=env,
+                              cwd=self.workdir, on_line=progress.on_line,
+                              on_idle=progress.on_idle if build else None,
+                              idle_seconds=self.opts.stall_seconds)
+        finally:
+            if hooked:
+                runner.on_spawn = None  # type: ignore[attr-defined]
+        # the journal keeps the last child: a later run stops it if it is still there
 
     def _failure(self, step: Step, done: Completed, before: EnvState) -> _Failed:
         what = "timed out" if done.timed_out else f"failed (exit {done.returncode})"
@@ -189,10 +244,64 @@ class _Loop:
         first = explain(done.output, self.svc.matrix, before.packages.get("torch"), wh)
         hint = find_hint(done.output, self.svc.matrix, step.env)
         msg = f"{step.description}: {what}" + (f": {first}" if first else "")
+        disk = bool(_NO_SPACE.search(done.output))
+        if disk:
+            m = _NO_SPACE_PATH.search(done.output)
+            where = _folder(m.group(1)) if m else self._fullest()
+            msg = (f"no space left on the disk of {where}: {step.description} {what}; "
+                   "free some space there and run again")
         msg += "\n  last lines:\n" + _tail(done.output)
         if self.svc.log_path:
             msg += f"\n  full log: {self.svc.log_path}"
-        return _Failed(msg, hint)
+        return _Failed(msg, hint, disk=disk)
+
+    def _places(self) -> list[tuple[str, str]]:
+        """(folder, what it is) of every place a step writes to."""
+        out = [(r, "the target environment") for r in self.roots[:1]]
+        out.append((str(self.svc.paths.cache), "the attn-install cache"))
+        out.append((tempfile.gettempdir(), "the temp dir"))
+        return out
+
+    def _fullest(self) -> str:
+        """The folder with the least free space of those a step writes to (pip did not name one)."""
+        free = []
+        for folder, _what in self._places():
+            try:
+                free.append((shutil.disk_usage(_existing_ancestor(Path(folder))).free, folder))
+            except OSError:
+                continue
+        return min(free)[1] if free else str(self.svc.paths.cache)
+
+    def _check_space(self, step: Step) -> None:
+        """Refuse a step, before it runs, when the target, the cache or the temp dir has less free
+        space than the step needs (matrices/routes.toml [[kind]] target_mb / download_mb)."""
+        row = next((r for r in self.svc.matrix.route_kinds if r.kind == self.bp.route), None)
+        if row is None or step.kind == "build":
+            return
+        wants: list[tuple[str, str, float, str]] = []
+        if step.installs is not None and self.roots:
+            wants.append((self.roots[0], "the target environment", row.target_mb, "target_mb"))
+            wants.append((tempfile.gettempdir(), "the temp dir", row.download_mb, "download_mb"))
+        if step.need is not None and step.need.url:
+            wants.append((str(Path(step.need.dest).parent), "the attn-install cache", row.download_mb, "download_mb"))
+        per_disk: dict[int, list[tuple[str, str, float, str]]] = {}
+        for want in wants:
+            if want[2] <= 0:
+                continue
+            try:
+                dev = _existing_ancestor(Path(want[0])).stat().st_dev
+            except OSError:
+                continue
+            per_disk.setdefault(dev, []).append(want)
+        for group in per_disk.values():
+            need = sum(w[2] for w in group)
+            folder = group[0][0]
+            free = shutil.disk_usage(_existing_ancestor(Path(folder))).free / 2**20
+            if free < need:
+                names = " and ".join(f"{w[1]} ({w[2]:g} MiB, {w[3]})" for w in group)
+                raise _Failed(f"not enough free space for '{step.description}': {free:.0f} MiB free on the disk "
+                              f"of {_folder(folder)}, about {need:g} MiB needed for {names} (matrices/routes.toml "
+                              f"[[kind]] {row.kind}); free some space there", disk=True)
 
     def _preview(self, step: Step, state: EnvState) -> list[tuple[str, str]]:
         """(name, version) pip would install for this step; nothing is changed. Without a pip that
@@ -205,13 +314,14 @@ class _Loop:
             name = canonical(self.bp.distribution) if self.bp.distribution else ""
             return [(name, state.packages[name])] if name in state.packages else []
         report = self.workdir / "report.json"
-        import os  # noqa: PLC0415
-
         done = self.svc.runner.run(commands.pip_preview(p, str(report)), timeout=PIP_TIMEOUT,
                                    env={**os.environ, **step.env} if step.env else None, cwd=self.workdir)
         if not done.ok:
             raise self._failure(step, done, state)
-        data = json.loads(report.read_text())
+        try:
+            data = json.loads(report.read_text())
+        except (OSError, ValueError) as e:
+            raise _Failed(f"{step.description}: pip's --dry-run --report wrote no readable report ({e})") from None
         report.unlink()
         return [(canonical(i["metadata"]["name"]), str(i["metadata"]["version"])) for i in data.get("install", [])]
 
@@ -239,15 +349,16 @@ class _Loop:
     def steps(self, before: EnvState) -> EnvState:
         bp, opts, out = self.bp, self.opts, self.out
         cache = Path(bp.wheel_cache) if bp.wheel_cache else None
-        cached = wheelcache.cached_wheel(cache, bp.key, opts.wheelhouse) if cache is not None else None
+        cached = wheelcache.cached_wheel(cache, bp.key, opts.wheelhouse, self.say) if cache is not None else None
         if cached is not None:
-            self.say(f"  wheel cache hit: {cached} (same build key); skipping fetch and build")
+            self.say(f"  wheel cache hit: {cached} (same build key, sha256 checked); skipping fetch and build")
         if opts.offline and cache is not None and cached is None and opts.wheelhouse is not None:
             raise _Failed(f"--offline: no wheel built for this key in {opts.wheelhouse} or the cache; "
                           "build it once with `attn-install build --wheelhouse DIR` on a node like this one "
                           f"(key: {json.dumps(dict(bp.key), sort_keys=True)})")
         if cached is None:
             self._check_disk()
+        built: Optional[Path] = cached
         current = before
         pinned = self.svc.matrix.pinned
         shadowed = self.shadowed = self._shadowed(before)
@@ -261,23 +372,29 @@ class _Loop:
                 rec.status, rec.note = "skipped", "build only"
                 continue
             self.say(f"- {step.description}")
+            self._check_space(step)
             write_step_files(step)
             try:
                 ensure_file(step, offline=opts.offline, say=self.say)
             except InstallError as e:
-                raise _Failed(str(e)) from None
+                raise _Failed(str(e), disk=isinstance(e, DiskFullError)) from None
             creates = getattr(step.action, "creates", None)
             if creates and Path(creates).exists():
                 shutil.rmtree(creates)  # a checkout left by an earlier run (half fetched, or built) starts over
-            if step.installs is not None:
-                would = self._preview(step, current)
+            run_step = step
+            if step.installs is not None and step.installs.local_wheels and cache is not None:
+                run_step = self._by_path(step, cache, built)
+                rec.argv = list(run_step.argv)
+            if run_step.installs is not None:
+                would = self._preview(run_step, current)
                 moves = [f"{n} {current.packages.get(n)} -> {v}" for n, v in would
                          if n in pinned and current.packages.get(n) not in (None, v)]
                 if moves:
                     raise _Failed(f"{step.description} would replace {', '.join(moves)}; refusing "
                                   "(attn-install never moves torch)")
                 self.rollback.back_up(current, would)
-            done = self._run(step)
+            done = self._run(run_step, run_step.argv)
+            self._log_ok()
             rec.returncode, rec.seconds = done.returncode, done.seconds
             if isinstance(step.action, TargetProgram) and step.action.module == "attn_hubfetch":
                 self._hub_fetched(step, done, rec)
@@ -287,22 +404,23 @@ class _Loop:
                 raise self._failure(step, done, current)
             rec.status = "ok"
             if step.kind == "build" and cache is not None:
-                built = wheelcache.store_built(cache, bp.key)
-                if built is not None:
-                    out.built_wheel = str(built)
-                    self.say(f"  built {built.name} in {mmss(done.seconds)}")
-                    if opts.export_wheelhouse is not None:
-                        wheelcache.export(built, bp.key, opts.export_wheelhouse, self.say)
+                built = wheelcache.store_built(cache, bp.key, self.say)
+                if built is None:
+                    raise _Failed(f"{step.description}: the build left no usable wheel in {cache}")
+                out.built_wheel = str(built)
+                self.say(f"  built {built.name} in {mmss(done.seconds)}")
+                if opts.export_wheelhouse is not None:
+                    wheelcache.export(built, bp.key, cache.name, opts.export_wheelhouse, self.say)
             if step.installs is not None or step.kind == "prepare":
                 now = self._state()
                 moved = pinned_moves(pinned, before.packages, now.packages)
                 if moved:
                     raise _Failed(f"{step.description} moved {', '.join(moved)}; rolling back")
                 current = now
-        if cached is not None:
+        if cached is not None and cache is not None:
             out.built_wheel = str(cached)
             if opts.export_wheelhouse is not None:
-                wheelcache.export(cached, bp.key, opts.export_wheelhouse, self.say)
+                wheelcache.export(cached, bp.key, cache.name, opts.export_wheelhouse, self.say)
         if shadowed and not opts.build_only and any(s.installs is not None for s in bp.steps):
             for name in shadowed:
                 self.say(f"- reinstall {name} {current.packages[name]} over the files {bp.distribution} overwrote")
@@ -310,6 +428,29 @@ class _Loop:
                     raise _Failed(f"reinstalling {name} after {bp.distribution} failed; rolling back")
             current = self._state()
         return current
+
+    def _by_path(self, step: Step, cache: Path, wheel: Optional[Path]) -> Step:
+        """The install of a built wheel, naming that one file (never a version resolved over a folder),
+        after its sha256 is checked against the build key's record."""
+        from dataclasses import replace  # noqa: PLC0415
+
+        p = step.installs
+        assert p is not None
+        if wheel is None:
+            raise _Failed(f"{step.description}: no wheel was built for this key in {cache}")
+        why = wheelcache.problem(cache, self.bp.key, wheel)
+        if why is not None:
+            raise _Failed(f"{step.description}: {wheel} is not the wheel built for this key ({why}); nothing was "
+                          "installed; run again to build it again")
+        action = replace(p, requirements=(str(wheel),), local_wheels=None, wheelhouse=None, index_url=None)
+        return replace(step, action=action)
+
+    def _log_ok(self) -> None:
+        """A run log that could not be written because its disk is full stops the run (and rolls it back)."""
+        problem = getattr(self.svc.runner, "log_problem", None)
+        if isinstance(problem, OSError) and _full(problem):
+            raise _Failed(f"no space left on the disk of {_folder(str(problem.filename or self.svc.paths.logs))} "
+                          "(the run log could not be written); free some space there and run again", disk=True)
 
     def _hub_fetched(self, step: Step, done: Completed, rec: StepRecord) -> None:
         """The hub kernel's fetch: what it wrote (for the rollback), the commit and the variant."""
@@ -343,7 +484,6 @@ class _Loop:
         """Verify on one GPU of each distinct model visible (a mixed host checks each arch); each
         verdict is recorded for the installed build."""
         bp, opts = self.bp, self.opts
-        import os  # noqa: PLC0415
         from datetime import datetime, timezone  # noqa: PLC0415
 
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -381,23 +521,117 @@ class _Loop:
         self.out.verify = VerifyResult(bp.name, first.status, "; ".join(f"{label}: {r.detail}" for label, r in results),
                                        {"gpus": [{"gpu": label, **r.to_dict()} for label, r in results]})
 
-    def guarded_rollback(self, before: EnvState) -> dict[str, Any]:
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # ------------------------------------------------------------------ snapshot, journal, rollback
+
+    def _begin(self, lock: EnvLock, before: EnvState) -> None:
+        """Before the first change: the snapshot, and the journal beside the lock."""
+        self.roots = before.roots
+        if not self.bp.steps:
+            return
+        svc = self.svc
+        self.rollback.snapshot(before)
         try:
-            return self.rollback.restore(before)
-        finally:
-            signal.signal(signal.SIGINT, old)
+            self.journal = Journal.begin(
+                journal_path(lock.path), pointer_path(svc.paths.journal, before.prefix), self.rollback.to_json,
+                run_id=svc.run_id, prefix=before.prefix, python=self.opts.python, backend=self.bp.name,
+                route=self.bp.route, log=str(svc.log_path) if svc.log_path else None)
+        except OSError as e:
+            if _full(e):
+                raise _Failed(f"no space left on the disk of {_folder(str(e.filename or lock.path))} (writing the "
+                              "install journal); free some space there and run again", disk=True) from None
+            raise
+        self.rollback.on_change = self.journal.write
+
+    def _journal(self, **fields: Any) -> None:
+        """Update the journal during a rollback; a full disk leaves the last one written (still valid)."""
+        if self.journal is not None:
+            try:
+                self.journal.update(**fields)
+            except OSError:
+                pass
+
+    def _clean_end(self) -> None:
+        if self.journal is not None:
+            self.journal.end()
+            self.journal = None
+        self.rollback.discard()
+
+    def guarded_rollback(self, before: EnvState, reason: str) -> tuple[dict[str, Any], list[int]]:
+        """The rollback, with Ctrl-C, SIGTERM and SIGHUP held off until it is done (each recorded)."""
+        with shielded() as got:
+            self._journal(phase="rolling back", reason=reason, child=None)
+            try:
+                rb = self.rollback.restore(before)
+            except Exception as e:  # noqa: BLE001 - the rollback must report, whatever broke it
+                rb = {"exact": False, "uninstalled": [], "restored": [],
+                      "not_restored": [f"the rollback itself failed ({type(e).__name__}: {e})"]}
+            if rb.get("exact"):
+                try:
+                    self._clean_end()
+                except OSError:
+                    pass
+            else:
+                self._journal(phase="not restored", result=rb)
+                if self.journal is not None:
+                    rb["journal"] = str(self.journal.path)
+        return rb, got
+
+    def _rolled_back(self, e: BaseException, before: EnvState) -> AttnInstallError:
+        """Roll back after *e*; the typed error to raise, saying the state the environment is in."""
+        out = self.out
+        signum: Optional[int] = signum_of(e) if isinstance(e, (KeyboardInterrupt, Stopped)) else None
+        if signum is not None:
+            reason = f"stopped by {describe(signum)}"
+            self.say(f"{reason}: restoring the environment (signals are held off until it is done) ...")
+        elif isinstance(e, OSError) and _full(e):
+            reason = f"no space left on the disk of {_folder(str(e.filename or self.svc.paths.cache))}"
+        elif isinstance(e, (_Failed, InstallError)):
+            reason = str(e).split("\n")[0]
+        else:
+            reason = f"internal error: {type(e).__name__}: {e}"
+        rb, late = self.guarded_rollback(before, reason)
+        out.rollback = rb
+        out.state = rollback_state(rb)
+        if not rb.get("exact") and rb.get("journal"):
+            out.state += (f" (the snapshot stays in {rb['journal']}: `attn-install recover` tries again, "
+                          "and the next install into this environment first)")
+        if signum is None and late:
+            signum = late[0]
+        if signum is not None:
+            what = f"stopped by {describe(signum)}" + (f" after: {reason}" if not reason.startswith("stopped") else "")
+            return InstallInterruptedError(f"{what}; {out.state}", signum)
+        if isinstance(e, OSError) and _full(e):
+            out.message = f"{reason} ({e.filename or ''}: {e.strerror}); free some space there and run again"
+            return DiskFullError(out.message, outcome=out)
+        if isinstance(e, (_Failed, InstallError)):
+            out.message = str(e)
+            out.hint = getattr(e, "hint", "")
+            if getattr(e, "disk", False) or isinstance(e, DiskFullError):
+                return DiskFullError(out.message, hint=out.hint, outcome=out)
+            return StepFailedError(out.message, hint=out.hint, outcome=out)
+        out.message = reason
+        return InternalInstallError(f"{reason} (run with --debug for the traceback); {out.state}")
 
     def run(self) -> Outcome:
         svc, opts, out = self.svc, self.opts, self.out
-        first = self._state()
         try:
-            with EnvLock(first.prefix, svc.paths.locks, opts.lock_wait, self.say):
+            self.workdir = Path(tempfile.mkdtemp(prefix="attn-install-run-"))
+        except OSError as e:
+            if _full(e):
+                raise DiskFullError(f"no space left in the temp dir {tempfile.gettempdir()} (making a working "
+                                    "folder); free some space there, or point TMPDIR at another disk") from None
+            raise
+        try:
+            first = self._state()
+            with EnvLock(first.prefix, svc.paths.locks, opts.lock_wait, self.say) as lock:
+                recover_pending(journal_path(lock.path), svc.runner, self.say)
                 before = self._state()
                 try:
+                    self._begin(lock, before)
                     after = self.steps(before)
                     if opts.build_only:
                         out.ok, out.built, out.state = True, True, "built"
+                        self._clean_end()
                         return out
                     if opts.verify:
                         self.verify()
@@ -407,20 +641,12 @@ class _Loop:
                     ver = "verified" if v and v.status == "passed" else (
                         f"verification {v.status}: {v.detail}" if v else "not verified")
                     out.state = ("installed" if out.changed else "already in place") + f", {ver}"
-                    self.rollback.discard()
+                    self._clean_end()
                     return out
-                except (_Failed, InstallError) as e:
-                    out.message = str(e)
-                    out.hint = getattr(e, "hint", "")
-                    out.rollback = self.guarded_rollback(before)
-                    out.state = rollback_state(out.rollback)
-                    if out.rollback.get("exact"):
-                        self.rollback.discard()
-                    raise StepFailedError(out.message, hint=out.hint, outcome=out) from None
-                except KeyboardInterrupt:
-                    self.say("interrupted: restoring the environment (Ctrl-C again is ignored until done) ...")
-                    rb = self.guarded_rollback(before)
-                    raise InstallInterruptedError(f"interrupted; {rollback_state(rb)}") from None
+                except BaseException as e:  # every path, an unexpected one included, rolls back first
+                    out.ok = False
+                    raise self._rolled_back(e, before) from (e if not isinstance(e, (_Failed, InstallError))
+                                                             else None)
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

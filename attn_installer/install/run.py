@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Protocol
 
 from attn_installer import console
-from attn_installer.errors import InstallError, NoViableBackendError, StepFailedError, UsageError
+from attn_installer.errors import DiskFullError, InstallError, NoViableBackendError, StepFailedError, UsageError
 from attn_installer.facts import Facts
 from attn_installer.files import write_atomic
 from attn_installer.install.checkout import tree_digest
@@ -236,7 +236,7 @@ def _walk_routes(bp: BackendPlan, req: InstallRequest, host: Host, svc: Services
             out = e.outcome if isinstance(e.outcome, Outcome) else Outcome(bp.name, message=str(e))
             out.route = cand.route
             attempts.append(out)
-            if i + 1 < len(candidates):
+            if i + 1 < len(candidates) and not isinstance(e, DiskFullError):  # a full disk fills for the next too
                 nxt = candidates[i + 1]
                 why = out.message.split("\n")[0]
                 host.say(f"{bp.name} by {cand.route or cand.method} failed: {why} ({out.state}); "
@@ -283,6 +283,7 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
     if needs_change and not req.yes and host.interactive():
         host.confirm("Install " + ", ".join(f"{bp.name} ({bp.method})" for bp in needs_change)
                      + f" into {facts.python.executable}?")
+    host.paths.checked()
     rid = run_id()
     log_path = host.paths.log_file(rid, "-".join(bp.name for bp in plans))
     svc = Services(runner=host.runner(log_path), paths=host.paths, matrix=host.matrix(), say=host.say,
@@ -300,7 +301,8 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
         outcomes.append(outcome)
         if failure is not None:
             break
-    if failure is not None and req.auto and not req.names and _restored(outcomes[-1]):
+    if failure is not None and req.auto and not req.names and _restored(outcomes[-1]) \
+            and not isinstance(failure, DiskFullError):
         # --auto: the best backend could not be installed by any route (and nothing changed): the
         # next one that fits, rather than nothing
         for nxt in _fallbacks(plan, req):
@@ -343,4 +345,4 @@ def run_install(req: InstallRequest, host: Host, version: str) -> None:
         msg = str(failure) + (f"\n  state: {bad.state}" if bad else "")
         if failure.hint:
             msg += f"\n  hint: {failure.hint}"
-        raise InstallError(msg)
+        raise (DiskFullError if isinstance(failure, DiskFullError) else InstallError)(msg)

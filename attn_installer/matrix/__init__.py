@@ -323,6 +323,9 @@ class _Files:
         except tomllib.TOMLDecodeError as e:
             self.errs.add(str(path), f"not valid TOML: {e}")
             return {}, text
+        except RecursionError:
+            self.errs.add(str(path), "not valid TOML: nests too deeply to read")
+            return {}, ""
 
     def rows(self, fname: str, table: str, cls: type, key: str = "") -> list[Any]:
         data, text = self.data[fname]
@@ -404,14 +407,14 @@ def _load_cached(directory: Path) -> Matrix:
         "rocm_builds": tuple(f.rows("torch.toml", "rocm_build", m.RocmBuild)),
         "gpu_capabilities": tuple(f.rows("gpus.toml", "compute_capability", m.GpuCapability, "cc")),
         "sdpa_kernels": tuple(f.rows("gpus.toml", "sdpa_kernel", m.SdpaKernel, "vendor")),
-        "torch_index_url": f.top("torch.toml", "torch_index_url", c.template(("flavour",)), ""),
+        "torch_index_url": f.top("torch.toml", "torch_index_url", c.url_template(("flavour",)), ""),
         "pinned": f.top("torch.toml", "pinned", c.strings, ()),
         "watched": f.top("torch.toml", "watched", c.strings, ()),
-        "flash_attn_url": f.top("flash_attn_wheels.toml", "url", c.template(FA_URL_FIELDS), ""),
+        "flash_attn_url": f.top("flash_attn_wheels.toml", "url", c.url_template(FA_URL_FIELDS), ""),
         "flash_attn_releases": tuple(f.rows("flash_attn_wheels.toml", "release", m.FlashAttnRelease, "version")),
         "index_wheels": tuple(f.rows("routes.toml", "index_wheel", m.IndexWheel, "backend")),
         "farm_wheels": tuple(f.rows("routes.toml", "farm_wheel", m.FarmWheel, "backend")),
-        "farm_url": f.top("routes.toml", "farm_url", c.template(("tag", "file")), ""),
+        "farm_url": f.top("routes.toml", "farm_url", c.url_template(("tag", "file")), ""),
         "hub_kernels": tuple(f.rows("routes.toml", "hub_kernel", m.HubKernel, "repo")),
         "hub_fallbacks": tuple(f.rows("routes.toml", "hub_fallback", m.HubFallback, "repo")),
         "hub_runtime": f.top("routes.toml", "hub_runtime", c.string_, ""),

@@ -352,6 +352,11 @@ class RouteKindRow:
     minutes: float
     """The install estimate for a route of this kind (source builds: from their compile units)."""
     source: str
+    target_mb: float = 0.0
+    """Free space an install step of this kind needs in the target environment (checked before it runs)."""
+    download_mb: float = 0.0
+    """Free space its downloads need: in the cache (a release or farm wheel) or the temp dir (pip's)."""
+    space_source: str = ""
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,9 @@ class _Ctx:
 
     def install(self, description: str, requirements: tuple[str, ...], *, kind: StepKind = "install",
                 need: Optional[FileNeed] = None, **options: Any) -> Step:
+        options = {"wheelhouse": self.target.wheelhouse, **options}
         action = PipInstall(python=self.python, requirements=requirements, installer=self.target.installer,
-                            wheelhouse=self.target.wheelhouse, pins=self.pins, **options)
+                            pins=self.pins, **options)
         return Step(kind, description, action, need=need)
 
 
@@ -167,13 +168,13 @@ def fa3_head_dims(matrix: Matrix, request: Request) -> tuple[int, ...]:
     training's model runs on (FA3 rounds a head dim up to the next compiled kernel of 64 / 96 /
     128 / 192 / 256: 80 -> 96; MLA's 192 / 128 trains on the 192 kernel, its forward on the mixed
     one), else none (no trim)."""
-    if request.head_dims:
-        return request.head_dims
+    kernels = sorted(int(hd) for hd in matrix.fa3_trims.hdim)
+    if request.head_dims:  # a head dim between kernels runs on the next larger one (100 -> 128)
+        return tuple(sorted({next((k for k in kernels if k >= want), kernels[-1]) for want in request.head_dims}))
     m = request.training.model if request.training is not None else None
     if m is None:
         return ()
     need = max(m.head_dim, m.head_dim_v)
-    kernels = sorted(int(hd) for hd in matrix.fa3_trims.hdim)
     fit = next((k for k in kernels if k >= need), None)
     return (fit,) if fit is not None else ()
 
@@ -310,6 +311,9 @@ def _source(ctx: _Ctx, b: Backend, sc: SourceChoice) -> Recipe:
     wheels = posixpath.join(ctx.cache, "wheels", f"{b.name}-{key_digest(bkey)}")
     steps.append(Step("build", f"build a {b.distribution} wheel for {', '.join(archs)}",
                       PipWheel(ctx.python, build_dir, wheels), env=env))
+    # the key's folder alone (never the wheelhouse: another node's build there must not be resolved);
+    # the install names the one wheel of this key by its path, its sha256 checked (install/loop.py)
     steps.append(ctx.install("install the built wheel (cached for the next install with the same build key)",
-                             (b.distribution,), local_wheels=wheels, force_reinstall=True, no_deps=True))
+                             (b.distribution,), local_wheels=wheels, force_reinstall=True, no_deps=True,
+                             wheelhouse=None))
     return Recipe(tuple(steps), units, max(1, len(nv_archs)) if sb.compile_units else 1, wheels, bkey, src)

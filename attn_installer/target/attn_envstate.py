@@ -1,49 +1,53 @@
-"""The target environment as its own interpreter sees it: prefix, pip, and every distribution.
+"""The target environment as its own interpreter sees it: prefix, pip, every distribution, and the
+folders pip installs into.
 
 Run by attn-install in the target Python (``python -I``, from an empty temporary directory); prints
-one JSON line: {"prefix", "executable", "pip", "packages": {name: version}, "files": {name: {...}}}.
-With ``--files``, each distribution's RECORD entries (path, sha256 of the file as it is now) and
-the top-level folders of site-packages, so a rollback can tell which files a step wrote.
-Runs on Python >= 3.9; imports nothing from attn_installer.
+one JSON line: {"prefix", "executable", "pip", "packages": {name: version}, "roots": [folders]}.
+``roots`` are the install scheme's purelib, platlib and scripts folders that exist (the ones pip
+writes to), each once. With ``--files NAME,NAME``, also "files": {name: [absolute path of every
+RECORD entry]} and "locations": {name: the folder they are relative to}, so a step's rollback can
+copy exactly the files of the distributions it replaces. Runs on Python >= 3.9; imports nothing
+from attn_installer.
 """
 
-import hashlib
 import importlib.metadata as md
 import json
 import os
 import re
-import site
 import sys
+import sysconfig
 
 
 def canonical(name):
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def digest(path):
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    except OSError:
-        return None
-    return h.hexdigest()
+def real(path):
+    """The path with its folders' links resolved (not the file's own: a link stays a link)."""
+    path = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
-def site_dirs():
-    dirs = []
-    for d in [*site.getsitepackages(), site.getusersitepackages()] if hasattr(site, "getsitepackages") else []:
-        if os.path.isdir(d) and d not in dirs:
-            dirs.append(d)
-    for d in sys.path:
-        if d.endswith("site-packages") and os.path.isdir(d) and d not in dirs:
-            dirs.append(d)
-    return dirs
+def roots():
+    """purelib, platlib, scripts of the default install scheme (pip's), existing, each once."""
+    paths = sysconfig.get_paths()
+    out, seen = [], set()
+    for key in ("purelib", "platlib", "scripts"):
+        d = paths.get(key)
+        if not d or not os.path.isdir(d):
+            continue
+        real = os.path.realpath(d)
+        if real not in seen:
+            seen.add(real)
+            out.append(real)
+    return out
 
 
 def main(argv):
-    with_files = "--files" in argv[1:]
+    wanted = set()
+    if "--files" in argv[1:]:
+        i = argv.index("--files")
+        wanted = {canonical(n) for n in (argv[i + 1] if i + 1 < len(argv) else "").split(",") if n}
     packages, files, locations = {}, {}, {}
     for d in md.distributions():
         name = d.metadata["Name"]
@@ -53,28 +57,16 @@ def main(argv):
         if key in packages:
             continue
         packages[key] = d.version
-        if with_files:
-            entries = {}
-            for f in d.files or ():
-                p = str(f)
-                if "__pycache__" in p or p.endswith(".pyc"):
-                    continue
-                entries[p] = digest(d.locate_file(f))
-            files[key] = entries
-            locations[key] = str(d.locate_file(""))
+        if key in wanted:
+            files[key] = [real(str(d.locate_file(f))) for f in d.files or ()]
+            locations[key] = os.path.abspath(str(d.locate_file("")))
     try:
         pip = md.version("pip")
     except Exception:
         pip = None
-    out: dict = {"prefix": sys.prefix, "executable": sys.executable, "packages": packages, "pip": pip}
-    if with_files:
-        tops = {}
-        for sd in site_dirs():
-            try:
-                tops[sd] = sorted(os.listdir(sd))
-            except OSError:
-                tops[sd] = []
-        out.update(files=files, locations=locations, site_tops=tops)
+    out = {"prefix": sys.prefix, "executable": sys.executable, "packages": packages, "pip": pip, "roots": roots()}
+    if wanted:
+        out.update(files=files, locations=locations)
     print(json.dumps(out))
     return 0
 

@@ -98,7 +98,9 @@ def test_source_build_env_progress_cache_and_wheelhouse(world, sage_repo):
     assert r.returncode == 0, r.stderr
     assert "compiled 1/4 units" in r.stderr and "compiled 4/4 units" in r.stderr
     assert "fetch file://" in r.stderr or "pinned commit" in r.stderr
-    assert "sageattention==2.2.0" in freeze(world)
+    # installed by the path of the one wheel of this build key (never resolved over a folder)
+    assert re.search(r"^sageattention @ file://\S+/wheels/sage-[0-9a-f]{16}/sageattention-2\.2\.0-\S+\.whl",
+                     freeze(world), re.M), freeze(world)
     built = subprocess.run([world.py, "-I", "-c", "import sageattention.build_env as b, sageattention as s; "
                             "print(b.MAX_JOBS, b.ARCHS, b.EXT_PARALLEL, s.ok())"], cwd=world.tmp, env=world.env,
                            capture_output=True, text=True, check=True).stdout.split()
@@ -118,11 +120,13 @@ def test_source_build_env_progress_cache_and_wheelhouse(world, sage_repo):
     assert b.returncode == 0, b.stderr
     assert f"verification deferred (a build installs nothing): `attn-install install sage --wheelhouse {house}`" \
         in b.stdout
-    assert [p.name for p in house.glob("*.whl")] and list(house.glob("*.attn-install-key.json"))
+    (wheel,) = house.glob("sage-*/*.whl")  # a folder per build key, the key file (with the sha256) last
+    key = json.loads((wheel.parent / "attn-install-key.json").read_text())
+    assert key["wheel"] == wheel.name and len(key["sha256"]) == 64 and key["key"]["backend"] == "sage"
     node = dict(world.env, ATTN_INSTALL_CACHE=str(world.tmp / "node-cache"))
     off = run(world, *args, "--offline", "--wheelhouse", str(house), env=node)
     assert off.returncode == 0, off.stderr
-    assert "wheel cache hit" in off.stderr and "sageattention==2.2.0" in freeze(world)
+    assert "wheel cache hit" in off.stderr and f"/node-cache/wheels/{wheel.parent.name}/{wheel.name}" in freeze(world)
 
 
 def test_build_killed_for_memory_names_a_smaller_max_jobs(world, sage_repo):

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from attn_installer import commands
 from attn_installer.commands import Pins, PipInstall, PipWheel
-from attn_installer.install.backup import Rollback
-from attn_installer.install.envstate import EnvState
-from attn_installer.runner import Completed
 
 PINS = Pins("/c/constraints/pins-1.txt", "torch==2.8.0+cu126\n")
 PY = "/env/bin/python"
@@ -59,36 +53,3 @@ def test_rollback_commands_for_pip_and_for_uv():
         "numpy==1.0")
     assert commands.pip_restore(PY, "pip", "numpy==1.0") == (PY, "-m", "pip", "install", *QUIET, "--no-deps",
                                                                "numpy==1.0")
-
-
-class StateRunner:
-    """Answers the environment reads with a sequence of states; records every other command."""
-
-    def __init__(self, states):
-        self.states = list(states)
-        self.calls = []
-
-    def run(self, argv, *, timeout, env=None, cwd=None, on_line=None, on_idle=None, idle_seconds=600.0):
-        argv = tuple(argv)
-        if "attn_envstate" in argv:
-            state = self.states.pop(0)
-            out = json.dumps({"prefix": "/env", "executable": PY, "packages": state, "pip": None})
-            return Completed(argv, 0, out + "\n", "", 0.0)
-        self.calls.append(argv)
-        return Completed(argv, 0, "", "", 0.0)
-
-
-def test_the_rollback_of_a_uv_made_env_uses_uv(monkeypatch, tmp_path):
-    """A uv-made venv has no pip: the rollback's installs and removals go through `uv pip --python`."""
-    monkeypatch.setattr("attn_installer.install.backup.shutil.which", lambda name: "/usr/bin/uv" if name == "uv"
-                        else None)
-    before = EnvState("/env", PY, {"numpy": "1.0"}, None)
-    runner = StateRunner([{"numpy": "2.0", "sageattention": "2.2.0"}, {"numpy": "1.0"}])
-    done = Rollback(runner, PY, Path(tmp_path / "backup"), say=lambda m: None).restore(before)
-    assert runner.calls == [
-        ("uv", "pip", "uninstall", "--python", PY, "sageattention"),
-        ("uv", "pip", "install", "--python", PY, "--no-deps", "--no-index", "--find-links", str(tmp_path / "backup"),
-         "numpy==1.0"),
-    ]
-    assert done == {"uninstalled": ["sageattention"], "restored": ["numpy==1.0"], "not_restored": [], "exact": True,
-                    "differences": {}}

@@ -64,7 +64,7 @@ def mutate(path, value):
 
 @pytest.mark.parametrize(("data", "message"), [
     ("", "the file is empty"),
-    ("{not json", "not JSON (line 1, column 2"),
+    ("{not json", "not valid JSON (line 1, column 2"),
     ("[]", "field '(top level)': expected an object"),
     (mutate(["schema_version"], 2), "field 'schema_version': 2 is newer than this attn-install understands"),
     (mutate(["host"], KeyError), "field 'host': missing"),
