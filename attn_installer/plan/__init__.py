@@ -121,7 +121,7 @@ def make_plan(res: Resolution, facts: Facts, matrix: Matrix, request: Request, t
         choice = Choice(tr.choice, tr.choice_from, None, False, (tr.packing_blocked,), packing="blocked",
                         packing_reason=tr.packing_blocked)
     elif tr is not None and tr.source and request.backend is None and not res.blockers:
-        recommended, choice = decide(plans, recommended, matrix, request)
+        recommended, choice = decide(plans, recommended, matrix, request, facts.packages)
         state, said = ("off", tr.packing_off) if tr.packing_off else ("on", "") if tr.packing else ("", "")
         choice = replace(choice, packing=state, packing_reason=said)
         if not choice.judged:

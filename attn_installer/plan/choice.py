@@ -52,11 +52,16 @@ def _short(bp: BackendPlan, n: int = 3) -> str:
     return "; ".join(texts[:n]) or "it does not fit"
 
 
-def _how(bp: BackendPlan) -> str:
+def _how(bp: BackendPlan, installed: Mapping[str, str]) -> str:
+    """How *bp* is had here; *installed*: distribution -> version in the environment now."""
     if bp.method == "builtin":
         return "part of torch"
     if bp.method == "installed":
         return f"installed ({bp.distribution} {bp.installed_version})"
+    have = installed.get(bp.distribution)
+    if have is not None:
+        return (f"the installed {bp.distribution} {have} does not fit (the plan's warning says why): "
+                f"`attn-install install {bp.name}` replaces it ({bp.route} {bp.method})")
     return f"not installed yet (`attn-install install {bp.name}` gets it: {bp.route} {bp.method})"
 
 
@@ -95,9 +100,11 @@ def _measured_switch(mine: str, eligible: set[str], measured: tuple[MeasuredSpee
     return own, others[0] if others else None
 
 
-def decide(plans: Mapping[str, BackendPlan], recommended: Optional[str], matrix: Matrix, request: Request
-           ) -> tuple[Optional[str], Choice]:
-    """The backend the plan selects given the user's choice, and how it was decided."""
+def decide(plans: Mapping[str, BackendPlan], recommended: Optional[str], matrix: Matrix, request: Request,
+           installed: Optional[Mapping[str, str]] = None) -> tuple[Optional[str], Choice]:
+    """The backend the plan selects given the user's choice, and how it was decided (*installed*:
+    the environment's distributions, for saying how a backend is had)."""
+    have = installed or {}
     tr = request.training
     assert tr is not None
     value = tr.choice
@@ -127,7 +134,7 @@ def decide(plans: Mapping[str, BackendPlan], recommended: Optional[str], matrix:
                 f"--prefer-recommended: {recommended} (the plan's choice) replaces {said}")
         return recommended, Choice(value, said, recommended, kept, (text,))
     rec = plans.get(recommended) if recommended else None
-    instead = (f"; {recommended} instead" + (f", {_how(rec)}" if rec is not None else "") if recommended
+    instead = (f"; {recommended} instead" + (f", {_how(rec, have)}" if rec is not None else "") if recommended
                else "; and nothing else can be recommended here")
     if not mine.viable:
         return recommended, Choice(value, said, recommended, False, (
@@ -151,7 +158,7 @@ def decide(plans: Mapping[str, BackendPlan], recommended: Optional[str], matrix:
             f"measured on this machine at this model's shape{where}: {best.backend} {best.ms:.2f} ms vs "
             f"{mine.name} {own.ms:.2f} ms {own.metric}, {faster:.0%} faster, more than the {tr.margin:.0%} margin: "
             f"{best.backend} replaces {said}",))
-    reasons = [f"{said} selects {mine.name}, which fits this machine and the training; {_how(mine)}"]
+    reasons = [f"{said} selects {mine.name}, which fits this machine and the training; {_how(mine, have)}"]
     if status == "passed":
         reasons.append("its installed build passed verification on this GPU")
     if own is not None and best is not None:

@@ -54,13 +54,14 @@ def test_the_recorded_stand_ins_are_never_ranked(name):
     assert "flash_attention_2" not in [r.label for r in b.ranked(rep, "fwd+bwd")]
 
 
-def test_auto_merge_of_a_packing_lora_config_on_the_h200():
+@pytest.mark.parametrize("folder", ["train-merge", "train-merge-2"])
+def test_auto_merge_of_a_packing_lora_config_on_the_h200(folder):
     """benchmarks/gpu_train_merge.sh: `--auto --merge` of llama3-lora-packing.yaml (FA2 chosen,
     sample_packing on) with the model's config.json, offline but for a loopback PyTorch-index mimic
     holding an FA3 3.0.0 built there for head dim 128: FA2's routes fail (no network), --auto falls
     back to FA3, verifies it at the model's shape (32 / 8 heads, head dim 128, packed too) and the
     merge writes flash_attention_3 saying why; the bench at the config's shape is packed."""
-    run = RUN / "train-merge"
+    run = RUN / folder
     rep = json.loads((run / "auto-report.json").read_text())
     validate(rep["facts"], "facts.schema.json")
     validate(rep["plan"], "plan.schema.json")
@@ -83,3 +84,6 @@ def test_auto_merge_of_a_packing_lora_config_on_the_h200():
     t = {r.label: r.fwdbwd.median for r in judged.results if r.status == "ok" and r.variant is None and r.fwdbwd}
     assert set(t) == {"flex_attention", "flash_attention_3"}  # sdpa: no packed path; the rest not installed
     assert t["flash_attention_3"] < t["flex_attention"]
+    if folder == "train-merge-2":  # the second run, after the fallback learnt to say why
+        assert ("flash_attention_2 could not be installed by any route (last, hub_kernel: install kernels from "
+                "PyPI") in log

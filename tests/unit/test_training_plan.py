@@ -217,6 +217,13 @@ def test_an_fa3_built_for_other_head_dims_is_not_installed_for_this_model():
         assert "(replacing the installed flash-attn-3 build)" in wheel.description
     gem = planned(f, training=Training(model=GEMMA2)).backend("flash_attention_3")
     assert "built without soft-capping" in " ".join(gem.warnings)
+    # a merge replacing the config's sdpa says the installed FA3 is replaced, not "not installed yet"
+    tr = Training(source="g.yaml", model=GEMMA2, packing=True, choice="sdpa", choice_from="attn_implementation: sdpa")
+    p = planned(f, training=tr)
+    assert p.recommended == "flash_attention_3" and not p.choice.kept
+    assert p.choice.reasons[0].endswith(
+        "; flash_attention_3 instead, the installed flash-attn-3 3.0.0 does not fit (the plan's warning says "
+        "why): `attn-install install flash_attention_3` replaces it (torch_index pypi)"), p.choice.reasons[0]
 
 
 def test_the_probe_reads_fa3_build_flags_from_the_file_its_build_leaves(tmp_path):
