@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-__all__ = ["ReadProblem", "check_yaml_nesting", "loads_json_strict", "loads_yaml_bounded", "read_bounded", "sha256_of", "write_atomic"]
+__all__ = ["ReadProblem", "check_yaml_nesting", "loads_json_strict", "loads_yaml_bounded", "read_bounded", "sha256_of",
+           "write_atomic"]
 
 CHUNK = 1 << 20
 
