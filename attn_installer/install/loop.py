@@ -19,15 +19,12 @@ InstallInterruptedError, a bug InternalInstallError: each after the rollback.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from packaging.version import Version
 
@@ -40,7 +37,6 @@ from attn_installer.errors import (
     InternalInstallError,
     StepFailedError,
 )
-from attn_installer.facts import Gpu
 from attn_installer.install import wheelcache
 from attn_installer.install.backup import Rollback, rollback_state
 from attn_installer.install.diagnose import explain, find_hint, pinned_moves
@@ -49,15 +45,21 @@ from attn_installer.install.files import ensure_file, write_step_files
 from attn_installer.install.journal import Journal, journal_path, pointer_path
 from attn_installer.install.lock import EnvLock
 from attn_installer.install.progress import Progress, mmss
+from attn_installer.install.records import Failed, Options, Outcome, Say, Services, StepRecord
 from attn_installer.install.recover import recover_pending
-from attn_installer.matrix import Matrix
-from attn_installer.modelconfig import ModelAttention
-from attn_installer.paths import Paths
+from attn_installer.install.space import (
+    NO_SPACE,
+    NO_SPACE_PATH,
+    check_build_disk,
+    check_step_space,
+    folder_of,
+    full,
+    fullest,
+)
 from attn_installer.plan.model import BackendPlan, Step, TargetProgram
-from attn_installer.runner import Completed, Runner
+from attn_installer.runner import Completed
 from attn_installer.stops import Stopped, describe, shielded, signum_of
 from attn_installer.verify import (
-    DEFAULT_HEAD_DIMS,
     VerifyResult,
     math_only,
     per_gpu_model,
@@ -71,107 +73,6 @@ PIP_TIMEOUT = 1800.0
 BUILD_TIMEOUT = 6 * 3600.0
 LOG_TAIL = 12
 
-Say = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Services:
-    """What the loop talks to; built once by the caller (the CLI's App), replaced in tests."""
-
-    runner: Runner
-    paths: Paths
-    matrix: Matrix
-    say: Say
-    run_id: str
-    log_path: Optional[Path] = None
-
-
-@dataclass(frozen=True)
-class Options:
-    python: str
-    verify: bool = True
-    dtype: str = "bf16"
-    head_dims: tuple[int, ...] = DEFAULT_HEAD_DIMS
-    model: Optional[ModelAttention] = None
-    """The training's model (--axolotl-config): verification checks its head dims and head counts."""
-    gpus: tuple[Gpu, ...] = ()
-    """The GPUs visible: verification runs once on each distinct model."""
-    lock_wait: float = 600.0
-    wheelhouse: Optional[Path] = None
-    offline: bool = False
-    stall_seconds: float = 600.0
-    export_wheelhouse: Optional[Path] = None
-    """`attn-install build --wheelhouse`: leave the built wheel (and its key) there."""
-    build_only: bool = False
-
-
-@dataclass
-class StepRecord:
-    description: str
-    argv: list[str]
-    kind: str
-    status: str
-    """ok, failed, skipped (cache hit), or not run."""
-    returncode: Optional[int] = None
-    seconds: float = 0.0
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"description": self.description, "argv": self.argv, "kind": self.kind, "status": self.status,
-                "returncode": self.returncode, "seconds": round(self.seconds, 2), "note": self.note}
-
-
-@dataclass
-class Outcome:
-    """The record of one backend's install, for the report and the summary."""
-
-    backend: str
-    ok: bool = False
-    state: str = ""
-    message: str = ""
-    hint: str = ""
-    steps: list[StepRecord] = field(default_factory=list)
-    verify: Optional[VerifyResult] = None
-    rollback: Optional[dict[str, Any]] = None
-    changed: dict[str, list[Optional[str]]] = field(default_factory=dict)
-    log_path: Optional[str] = None
-    built_wheel: Optional[str] = None
-    built: bool = False
-    """A build-only run: the wheel was built, nothing was installed."""
-    route: Optional[str] = None
-    hub: Optional[dict[str, Any]] = None
-    """A hub kernel fetched: repo, version, revision (the commit), variant, path, cache."""
-    impl: Optional[str] = None
-    """attn_implementation of the route installed (a hub kernel path for hub_kernel)."""
-    packing: Optional[bool] = None
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-    """Every route tried for this backend, in order, with how it ended."""
-
-    def summary(self) -> dict[str, Any]:
-        return {"route": self.route, "ok": self.ok, "state": self.state, "message": self.message.split("\n")[0],
-                "verify": None if self.verify is None else {"status": self.verify.status, "detail": self.verify.detail}}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"route": self.route, "attempts": self.attempts, "hub": self.hub,
-            "backend": self.backend, "ok": self.ok, "state": self.state, "message": self.message,
-            "hint": self.hint or None, "steps": [s.to_dict() for s in self.steps],
-            "verify": None if self.verify is None else self.verify.to_dict(),
-            "rollback": self.rollback, "changed": self.changed, "log": self.log_path, "built_wheel": self.built_wheel,
-        }
-
-
-class _Failed(Exception):
-    def __init__(self, message: str, hint: str = "", disk: bool = False) -> None:
-        super().__init__(message)
-        self.hint = hint
-        self.disk = disk
-        """A full disk: DiskFullError once rolled back."""
-
-
-_NO_SPACE = re.compile(r"No space left on device|Disk quota exceeded|\[Errno (?:28|122)\]")
-_NO_SPACE_PATH = re.compile(r"\[Errno (?:28|122)\] [^:\n]*: '([^'\n]+)'")
-
-
 def _robust(say: Say) -> Say:
     """A say() that a gone terminal (SIGHUP, a closed pipe) cannot make fail mid-rollback."""
     def tell(text: str) -> None:
@@ -181,15 +82,6 @@ def _robust(say: Say) -> Say:
             pass
 
     return tell
-
-
-def _full(e: OSError) -> bool:
-    return e.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def _folder(path: str) -> str:
-    """The nearest existing folder of *path* (what filled up)."""
-    return str(_existing_ancestor(Path(path)).resolve())
 
 
 def _tail(output: str, n: int = LOG_TAIL) -> str:
@@ -238,70 +130,31 @@ class _Loop:
                 runner.on_spawn = None  # type: ignore[attr-defined]
         # the journal keeps the last child: a later run stops it if it is still there
 
-    def _failure(self, step: Step, done: Completed, before: EnvState) -> _Failed:
+    def _failure(self, step: Step, done: Completed, before: EnvState) -> Failed:
         what = "timed out" if done.timed_out else f"failed (exit {done.returncode})"
         wh = str(self.opts.wheelhouse) if self.opts.wheelhouse else None
         first = explain(done.output, self.svc.matrix, before.packages.get("torch"), wh)
         hint = find_hint(done.output, self.svc.matrix, step.env)
         msg = f"{step.description}: {what}" + (f": {first}" if first else "")
-        disk = bool(_NO_SPACE.search(done.output))
+        disk = bool(NO_SPACE.search(done.output))
         if disk:
-            m = _NO_SPACE_PATH.search(done.output)
-            where = _folder(m.group(1)) if m else self._fullest()
+            m = NO_SPACE_PATH.search(done.output)
+            where = folder_of(m.group(1)) if m else self._fullest()
             msg = (f"no space left on the disk of {where}: {step.description} {what}; "
                    "free some space there and run again")
         msg += "\n  last lines:\n" + _tail(done.output)
         if self.svc.log_path:
             msg += f"\n  full log: {self.svc.log_path}"
-        return _Failed(msg, hint, disk=disk)
-
-    def _places(self) -> list[tuple[str, str]]:
-        """(folder, what it is) of every place a step writes to."""
-        out = [(r, "the target environment") for r in self.roots[:1]]
-        out.append((str(self.svc.paths.cache), "the attn-install cache"))
-        out.append((tempfile.gettempdir(), "the temp dir"))
-        return out
+        return Failed(msg, hint, disk=disk)
 
     def _fullest(self) -> str:
-        """The folder with the least free space of those a step writes to (pip did not name one)."""
-        free = []
-        for folder, _what in self._places():
-            try:
-                free.append((shutil.disk_usage(_existing_ancestor(Path(folder))).free, folder))
-            except OSError:
-                continue
-        return min(free)[1] if free else str(self.svc.paths.cache)
+        return fullest(self.roots, self.svc.paths.cache)
 
     def _check_space(self, step: Step) -> None:
-        """Refuse a step, before it runs, when the target, the cache or the temp dir has less free
-        space than the step needs (matrices/routes.toml [[kind]] target_mb / download_mb)."""
-        row = next((r for r in self.svc.matrix.route_kinds if r.kind == self.bp.route), None)
-        if row is None or step.kind == "build":
-            return
-        wants: list[tuple[str, str, float, str]] = []
-        if step.installs is not None and self.roots:
-            wants.append((self.roots[0], "the target environment", row.target_mb, "target_mb"))
-            wants.append((tempfile.gettempdir(), "the temp dir", row.download_mb, "download_mb"))
-        if step.need is not None and step.need.url:
-            wants.append((str(Path(step.need.dest).parent), "the attn-install cache", row.download_mb, "download_mb"))
-        per_disk: dict[int, list[tuple[str, str, float, str]]] = {}
-        for want in wants:
-            if want[2] <= 0:
-                continue
-            try:
-                dev = _existing_ancestor(Path(want[0])).stat().st_dev
-            except OSError:
-                continue
-            per_disk.setdefault(dev, []).append(want)
-        for group in per_disk.values():
-            need = sum(w[2] for w in group)
-            folder = group[0][0]
-            free = shutil.disk_usage(_existing_ancestor(Path(folder))).free / 2**20
-            if free < need:
-                names = " and ".join(f"{w[1]} ({w[2]:g} MiB, {w[3]})" for w in group)
-                raise _Failed(f"not enough free space for '{step.description}': {free:.0f} MiB free on the disk "
-                              f"of {_folder(folder)}, about {need:g} MiB needed for {names} (matrices/routes.toml "
-                              f"[[kind]] {row.kind}); free some space there", disk=True)
+        check_step_space(self.svc.matrix, self.bp.route, step, self.roots)
+
+    def _check_disk(self) -> None:
+        check_build_disk(self.bp)
 
     def _preview(self, step: Step, state: EnvState) -> list[tuple[str, str]]:
         """(name, version) pip would install for this step; nothing is changed. Without a pip that
@@ -321,28 +174,9 @@ class _Loop:
         try:
             data = json.loads(report.read_text())
         except (OSError, ValueError) as e:
-            raise _Failed(f"{step.description}: pip's --dry-run --report wrote no readable report ({e})") from None
+            raise Failed(f"{step.description}: pip's --dry-run --report wrote no readable report ({e})") from None
         report.unlink()
         return [(canonical(i["metadata"]["name"]), str(i["metadata"]["version"])) for i in data.get("install", [])]
-
-    def _check_disk(self) -> None:
-        """Refuse a build, before anything is fetched, when the disk of its source tree or of the
-        wheel cache has less free space than the matrix says the build needs."""
-        bp = self.bp
-        if not bp.disk_gb or not bp.checkout:
-            return
-        seen: set[int] = set()
-        for where in (bp.checkout, bp.wheel_cache or ""):
-            path = _existing_ancestor(Path(where))
-            dev = path.stat().st_dev
-            if dev in seen:
-                continue
-            seen.add(dev)
-            free = shutil.disk_usage(path).free / 2**30
-            if free < bp.disk_gb:
-                raise _Failed(f"not enough free disk for the {bp.name} build: {free:.1f} GB free on the "
-                              f"disk of {where}, about {bp.disk_gb:g} GB needed (matrices/sources.toml "
-                              "disk_gb); free some space or point ATTN_INSTALL_CACHE (and --source) at a larger disk")
 
     # ------------------------------------------------------------------ the loop
 
@@ -353,7 +187,7 @@ class _Loop:
         if cached is not None:
             self.say(f"  wheel cache hit: {cached} (same build key, sha256 checked); skipping fetch and build")
         if opts.offline and cache is not None and cached is None and opts.wheelhouse is not None:
-            raise _Failed(f"--offline: no wheel built for this key in {opts.wheelhouse} or the cache; "
+            raise Failed(f"--offline: no wheel built for this key in {opts.wheelhouse} or the cache; "
                           "build it once with `attn-install build --wheelhouse DIR` on a node like this one "
                           f"(key: {json.dumps(dict(bp.key), sort_keys=True)})")
         if cached is None:
@@ -377,7 +211,7 @@ class _Loop:
             try:
                 ensure_file(step, offline=opts.offline, say=self.say)
             except InstallError as e:
-                raise _Failed(str(e), disk=isinstance(e, DiskFullError)) from None
+                raise Failed(str(e), disk=isinstance(e, DiskFullError)) from None
             creates = getattr(step.action, "creates", None)
             if creates and Path(creates).exists():
                 shutil.rmtree(creates)  # a checkout left by an earlier run (half fetched, or built) starts over
@@ -390,7 +224,7 @@ class _Loop:
                 moves = [f"{n} {current.packages.get(n)} -> {v}" for n, v in would
                          if n in pinned and current.packages.get(n) not in (None, v)]
                 if moves:
-                    raise _Failed(f"{step.description} would replace {', '.join(moves)}; refusing "
+                    raise Failed(f"{step.description} would replace {', '.join(moves)}; refusing "
                                   "(attn-install never moves torch)")
                 self.rollback.back_up(current, would)
             done = self._run(run_step, run_step.argv)
@@ -406,7 +240,7 @@ class _Loop:
             if step.kind == "build" and cache is not None:
                 built = wheelcache.store_built(cache, bp.key, self.say)
                 if built is None:
-                    raise _Failed(f"{step.description}: the build left no usable wheel in {cache}")
+                    raise Failed(f"{step.description}: the build left no usable wheel in {cache}")
                 out.built_wheel = str(built)
                 self.say(f"  built {built.name} in {mmss(done.seconds)}")
                 if opts.export_wheelhouse is not None:
@@ -415,7 +249,7 @@ class _Loop:
                 now = self._state()
                 moved = pinned_moves(pinned, before.packages, now.packages)
                 if moved:
-                    raise _Failed(f"{step.description} moved {', '.join(moved)}; rolling back")
+                    raise Failed(f"{step.description} moved {', '.join(moved)}; rolling back")
                 current = now
         if cached is not None and cache is not None:
             out.built_wheel = str(cached)
@@ -425,7 +259,7 @@ class _Loop:
             for name in shadowed:
                 self.say(f"- reinstall {name} {current.packages[name]} over the files {bp.distribution} overwrote")
                 if not self.rollback.reinstall(current, name):
-                    raise _Failed(f"reinstalling {name} after {bp.distribution} failed; rolling back")
+                    raise Failed(f"reinstalling {name} after {bp.distribution} failed; rolling back")
             current = self._state()
         return current
 
@@ -437,10 +271,10 @@ class _Loop:
         p = step.installs
         assert p is not None
         if wheel is None:
-            raise _Failed(f"{step.description}: no wheel was built for this key in {cache}")
+            raise Failed(f"{step.description}: no wheel was built for this key in {cache}")
         why = wheelcache.problem(cache, self.bp.key, wheel)
         if why is not None:
-            raise _Failed(f"{step.description}: {wheel} is not the wheel built for this key ({why}); nothing was "
+            raise Failed(f"{step.description}: {wheel} is not the wheel built for this key ({why}); nothing was "
                           "installed; run again to build it again")
         action = replace(p, requirements=(str(wheel),), local_wheels=None, wheelhouse=None, index_url=None)
         return replace(step, action=action)
@@ -448,8 +282,8 @@ class _Loop:
     def _log_ok(self) -> None:
         """A run log that could not be written because its disk is full stops the run (and rolls it back)."""
         problem = getattr(self.svc.runner, "log_problem", None)
-        if isinstance(problem, OSError) and _full(problem):
-            raise _Failed(f"no space left on the disk of {_folder(str(problem.filename or self.svc.paths.logs))} "
+        if isinstance(problem, OSError) and full(problem):
+            raise Failed(f"no space left on the disk of {folder_of(str(problem.filename or self.svc.paths.logs))} "
                           "(the run log could not be written); free some space there and run again", disk=True)
 
     def _hub_fetched(self, step: Step, done: Completed, rec: StepRecord) -> None:
@@ -459,13 +293,13 @@ class _Loop:
             data = json.loads(lines[-1])
         except (IndexError, ValueError):
             rec.status = "failed"
-            raise _Failed(f"{step.description}: failed (exit {done.returncode}) without a result:\n"
+            raise Failed(f"{step.description}: failed (exit {done.returncode}) without a result:\n"
                           + _tail(done.output)) from None
         self.rollback.files_written(list(data.get("created", [])), dict(data.get("replaced", {})))
         if not done.ok or "error" in data:
             rec.status = "failed"
             hint = find_hint(str(data.get("error", "")), self.svc.matrix, {})
-            raise _Failed(f"{step.description}: {data.get('error', f'exit {done.returncode}')}", hint)
+            raise Failed(f"{step.description}: {data.get('error', f'exit {done.returncode}')}", hint)
         rec.status = "ok"
         self.out.hub = {k: data.get(k) for k in ("repo", "version", "revision", "variant", "path", "cache")}
         self.say(f"  {data['repo']} v{data['version']} = {str(data['revision'])[:12]}, variant {data['variant']}")
@@ -504,7 +338,7 @@ class _Loop:
             results.append((label, res))
             if not res.ok:
                 self.out.verify = res
-                raise _Failed(f"verification of {bp.name}{on} failed: {res.detail}",
+                raise Failed(f"verification of {bp.name}{on} failed: {res.detail}",
                               find_hint(res.detail, self.svc.matrix, {}))
         for other in (b for b in self.svc.matrix.backends
                       if b.distribution and canonical(b.distribution) in self.shadowed):
@@ -512,7 +346,7 @@ class _Loop:
             again = verify_backend(self.svc.runner, opts.python, other, dtype=opts.dtype, head_dims=opts.head_dims,
                                    model=opts.model)
             if not again.ok:
-                raise _Failed(f"{other.name} no longer works after installing {bp.name}: {again.detail}",
+                raise Failed(f"{other.name} no longer works after installing {bp.name}: {again.detail}",
                               find_hint(again.detail, self.svc.matrix, {}))
         if len(results) == 1:
             self.out.verify = results[0][1]
@@ -536,8 +370,8 @@ class _Loop:
                 run_id=svc.run_id, prefix=before.prefix, python=self.opts.python, backend=self.bp.name,
                 route=self.bp.route, log=str(svc.log_path) if svc.log_path else None)
         except OSError as e:
-            if _full(e):
-                raise _Failed(f"no space left on the disk of {_folder(str(e.filename or lock.path))} (writing the "
+            if full(e):
+                raise Failed(f"no space left on the disk of {folder_of(str(e.filename or lock.path))} (writing the "
                               "install journal); free some space there and run again", disk=True) from None
             raise
         self.rollback.on_change = self.journal.write
@@ -583,9 +417,9 @@ class _Loop:
         if signum is not None:
             reason = f"stopped by {describe(signum)}"
             self.say(f"{reason}: restoring the environment (signals are held off until it is done) ...")
-        elif isinstance(e, OSError) and _full(e):
-            reason = f"no space left on the disk of {_folder(str(e.filename or self.svc.paths.cache))}"
-        elif isinstance(e, (_Failed, InstallError)):
+        elif isinstance(e, OSError) and full(e):
+            reason = f"no space left on the disk of {folder_of(str(e.filename or self.svc.paths.cache))}"
+        elif isinstance(e, (Failed, InstallError)):
             reason = str(e).split("\n")[0]
         else:
             reason = f"internal error: {type(e).__name__}: {e}"
@@ -600,10 +434,10 @@ class _Loop:
         if signum is not None:
             what = f"stopped by {describe(signum)}" + (f" after: {reason}" if not reason.startswith("stopped") else "")
             return InstallInterruptedError(f"{what}; {out.state}", signum)
-        if isinstance(e, OSError) and _full(e):
+        if isinstance(e, OSError) and full(e):
             out.message = f"{reason} ({e.filename or ''}: {e.strerror}); free some space there and run again"
             return DiskFullError(out.message, outcome=out)
-        if isinstance(e, (_Failed, InstallError)):
+        if isinstance(e, (Failed, InstallError)):
             out.message = str(e)
             out.hint = getattr(e, "hint", "")
             if getattr(e, "disk", False) or isinstance(e, DiskFullError):
@@ -617,7 +451,7 @@ class _Loop:
         try:
             self.workdir = Path(tempfile.mkdtemp(prefix="attn-install-run-"))
         except OSError as e:
-            if _full(e):
+            if full(e):
                 raise DiskFullError(f"no space left in the temp dir {tempfile.gettempdir()} (making a working "
                                     "folder); free some space there, or point TMPDIR at another disk") from None
             raise
@@ -645,7 +479,7 @@ class _Loop:
                     return out
                 except BaseException as e:  # every path, an unexpected one included, rolls back first
                     out.ok = False
-                    raise self._rolled_back(e, before) from (e if not isinstance(e, (_Failed, InstallError))
+                    raise self._rolled_back(e, before) from (e if not isinstance(e, (Failed, InstallError))
                                                              else None)
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -655,11 +489,3 @@ def install_backend(bp: BackendPlan, svc: Services, opts: Options) -> Outcome:
     """Install (or build) one backend. Raises StepFailedError after restoring the environment,
     InstallInterruptedError on Ctrl-C after restoring, BusyError when the lock is held."""
     return _Loop(bp, svc, opts).run()
-
-
-def _existing_ancestor(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
