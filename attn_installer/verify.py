@@ -28,7 +28,7 @@ from attn_installer.runner import Runner
 if TYPE_CHECKING:
     from attn_installer.modelconfig import ModelAttention
 
-__all__ = ["DEFAULT_HEAD_DIMS", "VerifyResult", "case_lines", "cases", "load_record", "parse_verify_output",
+__all__ = ["DEFAULT_HEAD_DIMS", "VerifyResult", "attention_kernel", "case_lines", "cases", "load_record", "parse_verify_output",
            "per_gpu_model", "record_path", "record_status", "save_record", "verify_backend"]
 
 VERIFY_TIMEOUT = 600.0
@@ -147,6 +147,20 @@ def _g(v: Any) -> str:
     return f"{v:.1e}" if isinstance(v, (int, float)) else "-"
 
 
+_ATTENTION_WORDS = ("attn", "attention", "fmha", "flash", "sdpa", "softmax")
+
+
+def attention_kernel(kernels: list[Any]) -> Optional[str]:
+    """The kernel a case names, from the kernels it ran (longest-running first): the first whose
+    name says attention (FA's ``FlashAttnFwdSm90``, cuDNN's ``..._sdpa_..._flash_fprop``, Sage's
+    ``qk_int8_sv_f8_attn_kernel``, Triton's ``_attn_fwd``), else the first outside torch's own helper
+    kernels (``at::native::`` reductions, copies: SageAttention's mean of K and its V transpose run
+    longer than its attention kernel at these small shapes), else the first."""
+    names = [str(k) for k in kernels]
+    said = next((k for k in names if any(w in k.lower() for w in _ATTENTION_WORDS)), None)
+    return said or next((k for k in names if "at::native::" not in k), names[0] if names else None)
+
+
 def case_lines(res: VerifyResult) -> list[str]:
     """One line per case: its verdict, the errors of the output and of dq, dk, dv, the kernel that ran."""
     out = []
@@ -165,7 +179,7 @@ def case_lines(res: VerifyResult) -> list[str]:
             text += f" {c['error']}"
         elif not ok and c.get("wrong"):
             text += f" ({c['wrong']} wrong)"
-        ran = c.get("kernel") or ((c.get("kernels") or [None])[0])
+        ran = c.get("kernel") or attention_kernel(c.get("kernels") or [])
         if ran:
             text += f"; kernel {str(ran)[:70]}"
         out.append(text)

@@ -325,7 +325,10 @@ class _Loop:
         hub = self.out.hub
         for label, extra in per_gpu_model(opts.gpus, os.environ):
             on = f" on {label}" if label else ""
-            self.say(f"verifying {bp.name}{on} (forward + backward against fp32 attention: GQA, MQA, packed) ...")
+            call = self.svc.matrix.backend(bp.name).call
+            what = "forward + backward" if call.backward else "forward (no backward kernel)"
+            packed = ", packed" if call.varlen else ""
+            self.say(f"verifying {bp.name}{on} ({what} against fp32 attention: GQA, MQA{packed}) ...")
             env = {**os.environ, **bp.runtime_env, **extra} if bp.runtime_env or extra else None
             if hub is not None:  # the kernel as an offline node loads it: from the cache, by its commit
                 env = {**(env or os.environ), "HF_HUB_OFFLINE": "1", "KERNELS_CACHE": str(hub["cache"])}

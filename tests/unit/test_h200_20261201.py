@@ -87,3 +87,29 @@ def test_auto_merge_of_a_packing_lora_config_on_the_h200(folder):
     if folder == "train-merge-2":  # the second run, after the fallback learnt to say why
         assert ("flash_attention_2 could not be installed by any route (last, hub_kernel: install kernels from "
                 "PyPI") in log
+
+
+def test_sage_built_and_verified_case_by_case_on_the_h200():
+    """benchmarks/gpu_sage_cases.sh: the pinned SageAttention (d1a57a5) built by `install sage
+    --source` (14 units, 4:25) and verified in 12 cases (MHA, GQA, MQA, non-causal, packed through
+    sageattn_varlen, head dims 64 and 128; forward only) and at Llama-3.1 8B's heads; each case names
+    the int8 attention kernel, not torch's mean of K that runs longer at these shapes."""
+    from attn_installer.verify import VerifyResult, attention_kernel, case_lines
+
+    rep = json.loads((RUN / "sage" / "sage-report.json").read_text())
+    validate(rep["plan"], "plan.schema.json")
+    (res,) = rep["results"]
+    assert res["ok"] and res["route"] == "source"
+    v = res["verify"]
+    names = [c["name"] for c in v["cases"]]
+    assert v["status"] == "passed" and len(names) == 12
+    assert {"gqa causal h8/kv2 d128", "mqa causal h8/kv1 d128", "varlen gqa causal h8/kv2 d128"} <= set(names)
+    assert all("dq_rel_err" not in c for c in v["cases"])  # forward only: no gradients were compared
+    lines = case_lines(VerifyResult(v["backend"], v["status"], v["detail"], v))
+    assert all("kernel void qk_int8_sv_f8_attn_kernel" in ln for ln in lines if "varlen" not in ln), lines
+    assert all("kernel _attn_fwd" in ln for ln in lines if "varlen" in ln), lines  # sageattn_varlen: Triton
+    # the other recorded runs still name their attention kernels
+    fa3 = json.loads((RUN / "train-merge" / "auto-report.json").read_text())["results"][1]["verify"]
+    assert all("FlashAttnFwdSm90" in str(attention_kernel(c["kernels"])) for c in fa3["cases"])
+    (llama,) = json.loads((RUN / "sage" / "verify-llama.json").read_text())
+    assert llama["status"] == "passed" and "model causal h32/kv8 d128" in [c["name"] for c in llama["cases"]]
