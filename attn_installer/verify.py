@@ -28,8 +28,8 @@ from attn_installer.runner import Runner
 if TYPE_CHECKING:
     from attn_installer.modelconfig import ModelAttention
 
-__all__ = ["DEFAULT_HEAD_DIMS", "VerifyResult", "attention_kernel", "case_lines", "cases", "load_record", "parse_verify_output",
-           "per_gpu_model", "record_path", "record_status", "save_record", "verify_backend"]
+__all__ = ["DEFAULT_HEAD_DIMS", "VerifyResult", "attention_kernel", "case_lines", "cases", "load_record",
+           "parse_verify_output", "per_gpu_model", "record_path", "record_status", "save_record", "verify_backend"]
 
 VERIFY_TIMEOUT = 600.0
 DEFAULT_HEAD_DIMS = (64, 128)
