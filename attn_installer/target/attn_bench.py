@@ -1,7 +1,7 @@
 """Time attention backends on GPU 0 of the interpreter that runs this file (the user's torch env).
 
 attn-install runs it in a fresh ``python -I`` from an empty temporary directory (see
-attn_installer/bench.py); it also runs standalone:
+attn_installer/bench/); it also runs standalone:
 
     python attn_installer/target/attn_bench.py '{"batch": 4, "seq_len": 4096, "calls": {...}}'
 
