@@ -24,25 +24,21 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from packaging.version import Version
 
 from attn_installer import commands
 from attn_installer.errors import (
-    AttnInstallError,
     DiskFullError,
     InstallError,
-    InstallInterruptedError,
-    InternalInstallError,
-    StepFailedError,
 )
 from attn_installer.install import wheelcache
-from attn_installer.install.backup import Rollback, rollback_state
 from attn_installer.install.diagnose import explain, find_hint, pinned_moves
 from attn_installer.install.envstate import EnvState, canonical, diff, read_state
 from attn_installer.install.files import ensure_file, write_step_files
-from attn_installer.install.journal import Journal, journal_path, pointer_path
+from attn_installer.install.guard import RunGuard
+from attn_installer.install.journal import journal_path
 from attn_installer.install.lock import EnvLock
 from attn_installer.install.progress import Progress, mmss
 from attn_installer.install.records import Failed, Options, Outcome, Say, Services, StepRecord
@@ -58,7 +54,6 @@ from attn_installer.install.space import (
 )
 from attn_installer.plan.model import BackendPlan, Step, TargetProgram
 from attn_installer.runner import Completed
-from attn_installer.stops import Stopped, describe, shielded, signum_of
 from attn_installer.verify import (
     VerifyResult,
     math_only,
@@ -94,13 +89,12 @@ class _Loop:
         self.bp, self.svc, self.opts = bp, svc, opts
         self.say = _robust(svc.say)
         self.out = Outcome(bp.name, log_path=str(svc.log_path) if svc.log_path else None)
-        self.rollback = Rollback(svc.runner, opts.python, svc.paths.backup(f"{svc.run_id}-{bp.name}"), self.say,
-                                 wheelhouse=opts.wheelhouse, offline=opts.offline)
+        self.guard = RunGuard(bp, svc, opts, self.say)
+        self.rollback = self.guard.rollback
         self.shadowed: list[str] = []
         """Installed distributions whose files this backend's wheel overwrites; reinstalled after it."""
         self.workdir = Path("/nonexistent")
         """Every command runs from here (made by run()): nothing in the caller's directory can shadow pip."""
-        self.journal: Optional[Journal] = None
         self.roots: tuple[str, ...] = ()
 
     def _state(self) -> EnvState:
@@ -114,7 +108,7 @@ class _Loop:
                             log_path=str(self.svc.log_path) if self.svc.log_path else None)
         build = step.kind == "build"
         runner = self.svc.runner
-        journal = self.journal
+        journal = self.guard.journal
         hooked = journal is not None and hasattr(runner, "on_spawn")
         if hooked:
             assert journal is not None
@@ -361,93 +355,11 @@ class _Loop:
     # ------------------------------------------------------------------ snapshot, journal, rollback
 
     def _begin(self, lock: EnvLock, before: EnvState) -> None:
-        """Before the first change: the snapshot, and the journal beside the lock."""
         self.roots = before.roots
-        if not self.bp.steps:
-            return
-        svc = self.svc
-        self.rollback.snapshot(before)
-        try:
-            self.journal = Journal.begin(
-                journal_path(lock.path), pointer_path(svc.paths.journal, before.prefix), self.rollback.to_json,
-                run_id=svc.run_id, prefix=before.prefix, python=self.opts.python, backend=self.bp.name,
-                route=self.bp.route, log=str(svc.log_path) if svc.log_path else None)
-        except OSError as e:
-            if full(e):
-                raise Failed(f"no space left on the disk of {folder_of(str(e.filename or lock.path))} (writing the "
-                              "install journal); free some space there and run again", disk=True) from None
-            raise
-        self.rollback.on_change = self.journal.write
-
-    def _journal(self, **fields: Any) -> None:
-        """Update the journal during a rollback; a full disk leaves the last one written (still valid)."""
-        if self.journal is not None:
-            try:
-                self.journal.update(**fields)
-            except OSError:
-                pass
+        self.guard.begin(lock, before)
 
     def _clean_end(self) -> None:
-        if self.journal is not None:
-            self.journal.end()
-            self.journal = None
-        self.rollback.discard()
-
-    def guarded_rollback(self, before: EnvState, reason: str) -> tuple[dict[str, Any], list[int]]:
-        """The rollback, with Ctrl-C, SIGTERM and SIGHUP held off until it is done (each recorded)."""
-        with shielded() as got:
-            self._journal(phase="rolling back", reason=reason, child=None)
-            try:
-                rb = self.rollback.restore(before)
-            except Exception as e:  # noqa: BLE001 - the rollback must report, whatever broke it
-                rb = {"exact": False, "uninstalled": [], "restored": [],
-                      "not_restored": [f"the rollback itself failed ({type(e).__name__}: {e})"]}
-            if rb.get("exact"):
-                try:
-                    self._clean_end()
-                except OSError:
-                    pass
-            else:
-                self._journal(phase="not restored", result=rb)
-                if self.journal is not None:
-                    rb["journal"] = str(self.journal.path)
-        return rb, got
-
-    def _rolled_back(self, e: BaseException, before: EnvState) -> AttnInstallError:
-        """Roll back after *e*; the typed error to raise, saying the state the environment is in."""
-        out = self.out
-        signum: Optional[int] = signum_of(e) if isinstance(e, (KeyboardInterrupt, Stopped)) else None
-        if signum is not None:
-            reason = f"stopped by {describe(signum)}"
-            self.say(f"{reason}: restoring the environment (signals are held off until it is done) ...")
-        elif isinstance(e, OSError) and full(e):
-            reason = f"no space left on the disk of {folder_of(str(e.filename or self.svc.paths.cache))}"
-        elif isinstance(e, (Failed, InstallError)):
-            reason = str(e).split("\n")[0]
-        else:
-            reason = f"internal error: {type(e).__name__}: {e}"
-        rb, late = self.guarded_rollback(before, reason)
-        out.rollback = rb
-        out.state = rollback_state(rb)
-        if not rb.get("exact") and rb.get("journal"):
-            out.state += (f" (the snapshot stays in {rb['journal']}: `attn-install recover` tries again, "
-                          "and the next install into this environment first)")
-        if signum is None and late:
-            signum = late[0]
-        if signum is not None:
-            what = f"stopped by {describe(signum)}" + (f" after: {reason}" if not reason.startswith("stopped") else "")
-            return InstallInterruptedError(f"{what}; {out.state}", signum)
-        if isinstance(e, OSError) and full(e):
-            out.message = f"{reason} ({e.filename or ''}: {e.strerror}); free some space there and run again"
-            return DiskFullError(out.message, outcome=out)
-        if isinstance(e, (Failed, InstallError)):
-            out.message = str(e)
-            out.hint = getattr(e, "hint", "")
-            if getattr(e, "disk", False) or isinstance(e, DiskFullError):
-                return DiskFullError(out.message, hint=out.hint, outcome=out)
-            return StepFailedError(out.message, hint=out.hint, outcome=out)
-        out.message = reason
-        return InternalInstallError(f"{reason} (run with --debug for the traceback); {out.state}")
+        self.guard.clean_end()
 
     def run(self) -> Outcome:
         svc, opts, out = self.svc, self.opts, self.out
@@ -482,8 +394,8 @@ class _Loop:
                     return out
                 except BaseException as e:  # every path, an unexpected one included, rolls back first
                     out.ok = False
-                    raise self._rolled_back(e, before) from (e if not isinstance(e, (Failed, InstallError))
-                                                             else None)
+                    cause = e if not isinstance(e, (Failed, InstallError)) else None
+                    raise self.guard.rolled_back(e, before, out) from cause
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
