@@ -21,11 +21,9 @@ or ``attn-install recover``, restores from it after a ``kill -9``.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -33,7 +31,16 @@ from attn_installer import commands
 from attn_installer.errors import DiskFullError
 from attn_installer.files import ReadProblem, loads_json_strict, read_bounded, write_atomic
 from attn_installer.install.envstate import EnvState, diff, read_state, run_target
-from attn_installer.install.snapshot import Listing, compare, entry, listing
+from attn_installer.install.filerestore import (
+    lentry,
+    make_dirs,
+    put_back,
+    remove_added,
+    restore_outside,
+    same_file,
+    sha256_file,
+)
+from attn_installer.install.snapshot import Listing, compare, listing
 from attn_installer.runner import Runner
 
 __all__ = ["Rollback", "repack", "rollback_state"]
@@ -54,25 +61,6 @@ def repack(runner: Runner, python: str, name: str, outdir: Path) -> Path:
 def _installer_for(state: EnvState) -> str:
     """The target's pip, or uv's pip interface where the environment has no pip (a uv-made venv)."""
     return "uv" if state.pip is None and shutil.which("uv") else "pip"
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _lentry(path: str) -> Optional[list[Any]]:
-    try:
-        return entry(os.lstat(path), path)
-    except OSError:
-        return None
-
-
-def _same_file(a: Optional[list[Any]], b: Optional[list[Any]]) -> bool:
-    return a is not None and b is not None and a == b
 
 
 def _disk_full(e: OSError, where: str, what: str) -> DiskFullError:
@@ -193,7 +181,7 @@ class Rollback:
                                   if f.startswith(stem) and f.endswith(".pyc")]
                     except OSError:
                         pass
-        need = sum(int(e[1]) for e in (_lentry(p) for p, _n in paths) if e is not None and e[0] == "f")
+        need = sum(int(e[1]) for e in (lentry(p) for p, _n in paths) if e is not None and e[0] == "f")
         free = shutil.disk_usage(self.backup_dir).free
         if free < need + (16 << 20):
             raise DiskFullError(f"not enough free space to back up {', '.join(todo)} before replacing it: "
@@ -215,10 +203,10 @@ class Rollback:
         if path in self.saved:
             return
         inside, was = self._entry_before(path)
-        now = _lentry(path)
+        now = lentry(path)
         if inside and was is None:
             return  # made by this run: the rollback removes it
-        if now is None or (was is not None and not _same_file(was, now) and was[0] != "d"):
+        if now is None or (was is not None and not same_file(was, now) and was[0] != "d"):
             return  # already gone or changed by an earlier step: the rollback's listing names it
         if now[0] == "d":
             return
@@ -227,7 +215,7 @@ class Rollback:
         if now[0] == "f":
             dest = self.backup_dir / "files" / copy
             shutil.copy2(path, dest, follow_symlinks=False)
-            rec["sha256"] = _sha256(str(dest))
+            rec["sha256"] = sha256_file(str(dest))
         self.saved[path] = rec
 
     def keep(self, current: EnvState, name: str, why: str) -> Optional[Path]:
@@ -253,96 +241,6 @@ class Rollback:
 
     # ------------------------------------------------------------------ the rollback
 
-    def _restore_outside(self) -> list[str]:
-        """Remove what was created outside the environment, put back what was rewritten there."""
-        failed = []
-        for p in sorted(self.created, key=lambda x: len(x.parts), reverse=True):
-            try:
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink(missing_ok=True)
-            except OSError as e:
-                failed.append(f"{p} ({e.strerror})")
-        for p, text in self.replaced.items():
-            try:
-                p.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(p, text)
-            except OSError as e:
-                failed.append(f"{p} ({e.strerror})")
-        return failed
-
-    def _remove_added(self, before: Listing, now: Listing) -> tuple[int, list[str]]:
-        removed, failed = 0, []
-        for root in self.roots:
-            b, n = before.get(root, {}), now.get(root, {})
-            added = sorted((rel for rel in n if rel not in b), key=lambda r: r.count("/"))
-            gone: list[str] = []
-            for rel in added:
-                if any(rel.startswith(g + "/") for g in gone):
-                    continue  # inside a folder already removed
-                path = os.path.join(root, rel)
-                try:
-                    if n[rel][0] == "d":
-                        shutil.rmtree(path)
-                        gone.append(rel)
-                    else:
-                        os.unlink(path)
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-                except OSError as e:
-                    failed.append(f"{path} (cannot remove: {e.strerror})")
-        return removed, failed
-
-    def _make_dirs(self, before: Listing) -> list[str]:
-        failed = []
-        for root in self.roots:
-            for rel, e in sorted(before.get(root, {}).items()):
-                if e[0] != "d":
-                    continue
-                path = os.path.join(root, rel)
-                if os.path.lexists(path):
-                    continue
-                try:
-                    os.makedirs(path)
-                    os.chmod(path, int(e[1]))
-                except OSError as ex:
-                    failed.append(f"{path} (cannot make the folder: {ex.strerror})")
-        return failed
-
-    def _put_back(self, path: str, rec: Mapping[str, Any]) -> Optional[str]:
-        """Copy one backed-up file (or link) back, with its time and mode; why not, or None."""
-        want = list(rec["entry"])
-        if _same_file(_lentry(path), want):
-            return None
-        parent = os.path.dirname(path)
-        try:
-            os.makedirs(parent, exist_ok=True)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            if want[0] == "l":
-                tmp = os.path.join(parent, f".attn-install-{os.getpid()}-{rec['copy']}")
-                os.symlink(str(want[1]), tmp)
-                os.replace(tmp, path)
-                return None
-            src = self.backup_dir / "files" / str(rec["copy"])
-            fd, tmp = tempfile.mkstemp(prefix=".attn-install-", dir=parent)
-            try:
-                with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-                    shutil.copyfileobj(fin, fout, 1 << 20)
-                os.chmod(tmp, int(want[3]))
-                os.utime(tmp, ns=(int(want[2]), int(want[2])))
-                if rec.get("sha256") and _sha256(tmp) != rec["sha256"]:
-                    return f"{path} (its backup {src} is corrupt)"
-                os.replace(tmp, path)
-            finally:
-                if os.path.lexists(tmp):
-                    os.unlink(tmp)
-        except OSError as e:
-            return f"{path} (cannot put it back: {e.strerror})"
-        return None
-
     def _reinstall_unsaved(self, before: Mapping[str, str], now: EnvState) -> tuple[list[str], list[str]]:
         """Distributions the run changed that no copy covers: reinstalled by pip (not byte for byte)."""
         restored: list[str] = []
@@ -365,7 +263,7 @@ class Rollback:
         done: dict[str, Any] = {"uninstalled": [], "restored": [], "not_restored": []}
         if self.created or self.replaced:
             done["files_removed"] = [str(p) for p in self.created]
-            done["not_restored"] += self._restore_outside()
+            done["not_restored"] += restore_outside(self.created, self.replaced)
         if not self.snapshotted:
             done["exact"] = not done["not_restored"]
             return done
@@ -386,15 +284,15 @@ class Rollback:
             self.say("  restoring the environment: removing "
                      + (", ".join(done["uninstalled"]) or "nothing") + "; putting back "
                      + (", ".join(f"{n} {b}" for n, (b, _a) in changes.items() if b is not None) or "nothing"))
-        removed, failed = self._remove_added(old, current)
-        done["not_restored"] += failed + self._make_dirs(old)
+        removed, failed = remove_added(self.roots, old, current)
+        done["not_restored"] += failed + make_dirs(self.roots, old)
         put, put_dists = 0, set()
         for path, rec in sorted(self.saved.items()):
-            was = _lentry(path)
-            why = self._put_back(path, rec)
+            was = lentry(path)
+            why = put_back(path, rec, self.backup_dir / "files")
             if why:
                 done["not_restored"].append(why)
-            elif not _same_file(was, list(rec["entry"])):
+            elif not same_file(was, list(rec["entry"])):
                 put += 1
                 put_dists.add(str(rec.get("dist", "")))
         # what was replaced (another version, or another build of the same one) and is back
