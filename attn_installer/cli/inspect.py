@@ -147,7 +147,7 @@ def merge_into(app: App, p: Plan, path: Path, facts: Facts, *, tc: Optional[Trai
     say every key changed and why; *dry_run*: the diff only, nothing written; *notes*: also say what
     was decided without a change (--auto has said it with the plan)."""
     from attn_installer.axolotl import merge_edits  # noqa: PLC0415
-    from attn_installer.config import merge_file, preview_merge  # noqa: PLC0415
+    from attn_installer.configfile import merge_file, preview_merge  # noqa: PLC0415
     from attn_installer.trainconfig import read_training_config  # noqa: PLC0415
 
     if tc is None:

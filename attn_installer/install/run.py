@@ -78,7 +78,8 @@ class InstallRequest:
 def write_config(host: Host, plan: Plan, output: Path, version: str, *, force: bool = False) -> Optional[Path]:
     """The fragment at *output* (and the run-time .env beside it); a file attn-install did not write is
     refused unless *force* (config.write_fragment). The backup of a replaced file, or None."""
-    from attn_installer.config import render_yaml, write_fragment  # noqa: PLC0415
+    from attn_installer.config import render_yaml  # noqa: PLC0415
+    from attn_installer.configfile import write_fragment  # noqa: PLC0415
 
     header = [f"written by attn-install {version}: {plan.recommended} for {plan.workload}"]
     backup = write_fragment(output, render_yaml(plan.config, plan.config_comments, header), force=force)
@@ -111,7 +112,7 @@ def _no_gpu_no_torch(req: InstallRequest, host: Host, facts: Facts, version: str
         host.out(f"would write {req.output}:")
         host.out(text.rstrip())
         return
-    from attn_installer.config import write_fragment  # noqa: PLC0415
+    from attn_installer.configfile import write_fragment  # noqa: PLC0415
 
     write_fragment(req.output, text, force=req.force)
     host.out(f"config: {req.output} (sdpa)")

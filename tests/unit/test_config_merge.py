@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from attn_installer.config import conflicting_keys, merge_file, merge_yaml
+from attn_installer.config import conflicting_keys, merge_yaml
+from attn_installer.configfile import merge_file
 from attn_installer.errors import ConfigError
 from attn_installer.matrix import load_matrix
 from tests.conftest import FIXTURES, REPO

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from attn_installer import config as cfgmod
-from attn_installer.config import is_fragment, merge_file, reserve_backup, write_fragment
+from attn_installer import configfile as cfgmod
+from attn_installer.configfile import is_fragment, merge_file, reserve_backup, write_fragment
 from attn_installer.errors import ConfigError
 from tests.conftest import FIXTURES
 
