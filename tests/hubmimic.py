@@ -8,11 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Optional
 from urllib.parse import unquote, urlsplit
+
+from tests.pkgindex import Loopback
 
 __all__ = ["HubMimic", "KernelRepo"]
 
@@ -142,7 +143,7 @@ def _tree(files: dict[str, bytes], sub: str, recursive: bool) -> list[dict[str, 
     return list(out.values())
 
 
-class HubMimic:
+class HubMimic(Loopback):
     """Serve *repos* on loopback; point HF_ENDPOINT at :attr:`url`."""
 
     def __init__(self) -> None:
@@ -150,18 +151,7 @@ class HubMimic:
         self.trusted: set[str] = {"kernels-community"}
         self.requests: list[str] = []
         self.offline = False
-        handler = type("H", (_Handler,), {"hub": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._serve(type("H", (_Handler,), {"hub": self}))
 
     def repo(self, repo_id: str) -> KernelRepo:
         return self.repos.setdefault(repo_id, KernelRepo())
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -146,7 +146,25 @@ class _Handler(SimpleHTTPRequestHandler):
         self._serve(head=True)
 
 
-class PackageIndex:
+class Loopback:
+    """A threaded HTTP server on 127.0.0.1 (a free port) running a handler class; :attr:`url`,
+    :meth:`close`. The package index and the Hub mimic (tests/hubmimic.py) are both one."""
+
+    def _serve(self, handler: type) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class PackageIndex(Loopback):
     """Files under root/files are the index; root/assets the GitHub release assets."""
 
     def __init__(self, root: Path) -> None:
@@ -158,13 +176,7 @@ class PackageIndex:
         self.slow: dict[str, float] = {}
         handler = type("H", (_Handler,), {"root": root, "log_requests": self.requests, "cut": self.cut,
                                           "slow": self.slow})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._serve(handler)
 
     def add(self, wheel: Path) -> Path:
         dest = self.root / "files" / wheel.name
@@ -174,7 +186,3 @@ class PackageIndex:
     def remove(self, name_prefix: str) -> None:
         for f in (self.root / "files").glob(f"{name_prefix}*"):
             f.unlink()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
