@@ -18,7 +18,7 @@ port=8765
 idx=/tmp/fa3-index
 
 log "attn-install's own dependencies from .whl/ (no network here)"
-"$py" -m pip install -q --no-index --find-links .whl click packaging requests nvidia-ml-py ruamel.yaml 2>&1 | tail -2
+own_deps
 "$py" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
 
 log "1. the one-time FA3 3.0.0 build (e2743ab5, bf16 / head dim 128 / sm_90)"
@@ -36,21 +36,11 @@ if [ -z "$wheel" ]; then echo "no FA3 wheel built: stopping"; exit 1; fi
 ls -la /tmp/fa3-wh
 
 log "2. a loopback PyTorch-index mimic (/whl/cu130/flash-attn-3/) and a loopback PyPI (/simple/)"
-rm -rf "$idx" && mkdir -p "$idx/whl/cu130/flash-attn-3" "$idx/simple"
-cp "$wheel" "$idx/whl/cu130/"
-name=$(basename "$wheel")
-sum=$(sha256sum "$wheel" | cut -d' ' -f1)
-printf '<!DOCTYPE html><html><body><a href="/whl/cu130/%s#sha256=%s">%s</a></body></html>\n' \
-  "$name" "$sum" "$name" > "$idx/whl/cu130/flash-attn-3/index.html"
-simple_index "$idx" .whl/*.whl
+torch_index_mimic "$idx" "$wheel"
 serve_index "$idx" "$port" /tmp/fa3-index.log
 
 log "3. --auto on a clean venv over this torch, pointed at the mirror"
-# a new venv that sees this machine's torch environment through a .pth (its python3 is itself a
-# venv, so --system-site-packages would not): torch is there, no FA3; pip installs into the new one
-rm -rf /tmp/clean && "$py" -m venv /tmp/clean
-torch_site=$("$py" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
-echo "$torch_site" > "$(/tmp/clean/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch-env.pth"
+venv_over_torch /tmp/clean
 /tmp/clean/bin/python -c 'import importlib.util as u; print("flash_attn_interface before:", u.find_spec("flash_attn_interface"))'
 export PIP_INDEX_URL="http://127.0.0.1:$port/simple" PIP_DISABLE_PIP_VERSION_CHECK=1
 t0=$("$py" -c 'import time; print(time.time())')

@@ -23,13 +23,9 @@ rm -rf "$idx"
 simple_index "$idx" "$whl"/*.whl
 serve_index "$idx" "$port" /tmp/fa4-index.log
 export PIP_INDEX_URL="http://127.0.0.1:$port/simple" PIP_DISABLE_PIP_VERSION_CHECK=1
-"$py" -m pip install -q --no-index --find-links .whl click packaging requests nvidia-ml-py ruamel.yaml 2>&1 | tail -2
+own_deps
 env_py=/tmp/clean/bin/python
-if [ ! -x "$env_py" ]; then
-  "$py" -m venv /tmp/clean
-  torch_site=$("$py" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
-  echo "$torch_site" > "$("$env_py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch-env.pth"
-fi
+[ -x "$env_py" ] || venv_over_torch /tmp/clean
 
 log "plan for FA4 on this H200 (driver, arch, training)"
 ai plan --python "$env_py" 2>&1 | grep -E "flash_attention_4|recommended" | head -5

@@ -7,7 +7,7 @@
 set -uo pipefail
 # shellcheck source=benchmarks/device_env.sh
 source "$(dirname "$0")/device_env.sh"
-"$py" -m pip install -q --no-index --find-links .whl click packaging requests nvidia-ml-py ruamel.yaml 2>&1 | tail -2
+own_deps
 "$py" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
 
 log "sage: build + install + verify from --source"

@@ -6,8 +6,7 @@
 set -uo pipefail
 # shellcheck source=benchmarks/device_env.sh
 source "$(dirname "$0")/device_env.sh"
-"$py" -m pip install -q --no-index --find-links .whl click packaging requests nvidia-ml-py ruamel.yaml \
-  pytest jsonschema 2>&1 | tail -2
+own_deps pytest jsonschema
 "$py" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
 start=$(date +%s)
 "$py" -m pytest -q -m gpu tests/gpu -p no:cacheprovider -rs 2>&1 | tee "$out/gpu-tests.log" | tail -30

@@ -18,7 +18,7 @@ idx=/tmp/fa3-index
 fx=tests/fixtures
 
 log "attn-install's own dependencies from .whl/ (no network here)"
-"$py" -m pip install -q --no-index --find-links .whl click packaging requests nvidia-ml-py ruamel.yaml 2>&1 | tail -2
+own_deps
 "$py" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
 
 log "1. the one-time FA3 3.0.0 build (e2743ab5, bf16 / head dim 128 / sm_90) and the index mimic"
@@ -31,19 +31,11 @@ if ! find /tmp/fa3-wh -name "flash_attn_3-*.whl" 2>/dev/null | grep -q .; then
 fi
 wheel=$(find /tmp/fa3-wh -name "flash_attn_3-*.whl" 2>/dev/null | head -1)
 if [ -z "$wheel" ]; then echo "no FA3 wheel built: stopping"; exit 1; fi
-rm -rf "$idx" && mkdir -p "$idx/whl/cu130/flash-attn-3" "$idx/simple"
-cp "$wheel" "$idx/whl/cu130/"
-name=$(basename "$wheel")
-sum=$(sha256sum "$wheel" | cut -d' ' -f1)
-printf '<!DOCTYPE html><html><body><a href="/whl/cu130/%s#sha256=%s">%s</a></body></html>\n' \
-  "$name" "$sum" "$name" > "$idx/whl/cu130/flash-attn-3/index.html"
-simple_index "$idx" .whl/*.whl
+torch_index_mimic "$idx" "$wheel"
 serve_index "$idx" "$port" /tmp/fa3-index.log
 
 log "2. --auto --merge of a Llama-3.1 8B LoRA packing config in a clean venv over this torch"
-rm -rf /tmp/clean && "$py" -m venv /tmp/clean
-torch_site=$("$py" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
-echo "$torch_site" > "$(/tmp/clean/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch-env.pth"
+venv_over_torch /tmp/clean
 cp "$fx/axolotl/training/llama3-lora-packing.yaml" "$out/train.yaml"
 cp "$fx/model-configs/llama-3.1-8b-instruct.json" "$out/llama.json"
 cp "$fx/model-configs/gemma-2-2b.json" "$out/gemma.json"
