@@ -11,7 +11,7 @@ import click
 from attn_installer.errors import UsageError
 from attn_installer.words import ROUTE_KINDS
 
-__all__ = ["install_options", "plan_options", "python_option"]
+__all__ = ["install_options", "plan_options", "python_option", "with_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 WORKLOAD = click.Choice(["full", "lora", "inference"])
@@ -20,6 +20,14 @@ DEFAULT_CONFIG = "attn-install-config.yaml"
 
 _REQUEST_KEYS = ("workload", "backend", "allow_source", "head_dims", "dtypes", "target_archs", "axolotl_version",
                  "route", "no_source")
+
+
+def with_options(f: Callable[..., Any], opts: list[Callable[[Any], Any]]) -> Any:
+    """*f* with the click options *opts*, shown in --help in the order listed."""
+    wrapped: Any = f
+    for o in reversed(opts):
+        wrapped = o(wrapped)
+    return wrapped
 
 
 def plan_options(f: F) -> F:
@@ -70,10 +78,7 @@ def plan_options(f: F) -> F:
                      help="A mirror of download.pytorch.org/whl (a URL, or a template with {flavour}) "
                           "[env var: ATTN_INSTALL_PYTORCH_INDEX]."),
     ]
-    wrapped: Any = fold
-    for o in reversed(opts):
-        wrapped = o(wrapped)
-    return wrapped  # type: ignore[no-any-return]
+    return with_options(fold, opts)  # type: ignore[no-any-return]
 
 
 def python_option(help_text: str = "Target this interpreter's environment.") -> Callable[[F], F]:
@@ -98,7 +103,4 @@ def install_options(f: F) -> F:
         click.option("--lock-wait", type=float, default=600.0, show_default=True, metavar="SECONDS",
                      help="How long to wait for another attn-install working on the same environment."),
     ]
-    wrapped: Any = f
-    for o in reversed(opts):
-        wrapped = o(wrapped)
-    return wrapped  # type: ignore[no-any-return]
+    return with_options(f, opts)  # type: ignore[no-any-return]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 import click
 
+from attn_installer.cli.options import with_options
 from attn_installer.errors import UsageError
 from attn_installer.request import DEFAULT_SWITCH_MARGIN
 
@@ -70,10 +71,7 @@ def training_options(f: F) -> F:
                      help="A backend measured this much faster (percent) at the model's shape replaces the "
                           "config's choice."),
     ]
-    wrapped: Any = fold
-    for o in reversed(opts):
-        wrapped = o(wrapped)
-    return wrapped  # type: ignore[no-any-return]
+    return with_options(fold, opts)  # type: ignore[no-any-return]
 
 
 def training_request(app: App, request: Request, opts: TrainingOptions, *, merge: Optional[Path] = None,
