@@ -75,20 +75,23 @@ def _hub_repo(v: Any) -> str:
     return out
 
 
-def _sm_list(v: Any) -> tuple[str, ...]:
-    out = c.strings(v)
-    bad = [a for a in out if not _ARCH.match(a)]
-    if bad:
-        raise c.Bad(f"{bad[0]!r} is not an arch like sm_90")
-    return out
+def _strings_like(pattern: str, what: str) -> c.Check:
+    """A list of strings, each matching *pattern* whole; else "'x' is not <what>"."""
+    rx = re.compile(pattern)
+
+    def check(v: Any) -> tuple[str, ...]:
+        out = c.strings(v)
+        bad = [x for x in out if not rx.fullmatch(x)]
+        if bad:
+            raise c.Bad(f"{bad[0]!r} is not {what}")
+        return out
+
+    return check
 
 
-def _torch_python_pairs(v: Any) -> tuple[str, ...]:
-    out = c.strings(v)
-    bad = [x for x in out if not re.fullmatch(r"\d+\.\d+:\d+\.\d+", x)]
-    if bad:
-        raise c.Bad(f"{bad[0]!r} is not a torch:python pair like 2.4:3.13")
-    return out
+_sm_list = _strings_like(_ARCH.pattern, "an arch like sm_90")
+_torch_python_pairs = _strings_like(r"\d+\.\d+:\d+\.\d+", "a torch:python pair like 2.4:3.13")
+_head_dim_pairs = _strings_like(r"[1-9]\d*/[1-9]\d*", "a Q/K / V head-dim pair like '192/128'")
 
 
 def _spec_map(v: Any) -> dict[str, Any]:
@@ -148,14 +151,6 @@ def _table_of(cls: type, where_checks: Optional[Mapping[str, c.Check]] = None) -
     return check
 
 
-def _head_dim_pairs(v: Any) -> tuple[str, ...]:
-    pairs = c.strings(v)
-    bad = [p for p in pairs if not re.fullmatch(r"[1-9]\d*/[1-9]\d*", p)]
-    if bad:
-        raise c.Bad(f"{bad[0]!r} is not a Q/K / V head-dim pair like '192/128'")
-    return pairs
-
-
 _PREPARE_PLACEHOLDERS = ("src", "cuda_home")
 _BY_TYPE: dict[str, c.Check] = {
     "str": c.string_, "bool": c.boolean, "int": c.integer, "float": c.number,
@@ -191,7 +186,7 @@ _OVERRIDES: dict[tuple[str, str], c.Check] = {
     ("FlashAttnRelease", "archs"): _sm_list,
     ("FlashAttnRelease", "exclude"): _torch_python_pairs,
     ("HubPaths", "packing"): _spec_map,
-    ("ModelRule", "head_dim_pairs"): lambda v: _head_dim_pairs(v),
+    ("ModelRule", "head_dim_pairs"): _head_dim_pairs,
     ("Hint", "hint"): c.template(("max_jobs_half",)),
     ("TorchBuild", "machine"): c.subset(("x86_64", "aarch64")),
     ("TorchRelease", "cuda"): lambda v: _flavours(v, "cu"),
