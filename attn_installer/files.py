@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-__all__ = ["ReadProblem", "check_yaml_nesting", "loads_json_strict", "loads_yaml_bounded", "read_bounded", "sha256_of",
+__all__ = ["ReadProblem", "check_yaml_nesting", "loads_json_strict", "read_bounded", "sha256_of",
            "write_atomic"]
 
 CHUNK = 1 << 20
@@ -168,27 +168,6 @@ def check_yaml_nesting(text: str, *, max_depth: int = MAX_YAML_DEPTH) -> None:
             quote = ""  # a quote in a comment or a plain scalar ends with its line here
     if deepest > max_depth:
         raise ReadProblem(f"nests {deepest} levels deep; at most {max_depth} are read")
-
-
-def loads_yaml_bounded(text: str, *, max_depth: int = MAX_YAML_DEPTH) -> Any:
-    """A YAML document read safely (no tags, no objects), its nesting bounded: flow brackets counted
-    before parsing, block nesting checked by the parser's own recursion. ReadProblem with the line
-    where the parser stops."""
-    from ruamel.yaml import YAML  # noqa: PLC0415 - keep `attn-install --help` fast
-    from ruamel.yaml.error import YAMLError  # noqa: PLC0415
-
-    check_yaml_nesting(text, max_depth=max_depth)
-    try:
-        return YAML(typ="safe").load(text)
-    except YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ReadProblem(f"not valid YAML ({where}{problem})") from None
-    except RecursionError:
-        raise ReadProblem("nests too deeply to read") from None
-    except (ValueError, OverflowError) as e:
-        raise ReadProblem(f"holds a value that cannot be read ({e})") from None
 
 
 def finite(value: float) -> bool:
