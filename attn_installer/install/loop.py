@@ -317,16 +317,16 @@ class _Loop:
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         results: list[tuple[str, VerifyResult]] = []
         hub = self.out.hub
+        backend = self.svc.matrix.backend(bp.name)
+        what = "forward + backward" if backend.call.backward else "forward (no backward kernel)"
+        packed = ", packed" if backend.call.varlen else ""
         for label, extra in per_gpu_model(opts.gpus, os.environ):
             on = f" on {label}" if label else ""
-            call = self.svc.matrix.backend(bp.name).call
-            what = "forward + backward" if call.backward else "forward (no backward kernel)"
-            packed = ", packed" if call.varlen else ""
             self.say(f"verifying {bp.name}{on} ({what} against fp32 attention: GQA, MQA{packed}) ...")
             env = {**os.environ, **bp.runtime_env, **extra} if bp.runtime_env or extra else None
             if hub is not None:  # the kernel as an offline node loads it: from the cache, by its commit
                 env = {**(env or os.environ), "HF_HUB_OFFLINE": "1", "KERNELS_CACHE": str(hub["cache"])}
-            res = verify_backend(self.svc.runner, opts.python, self.svc.matrix.backend(bp.name), dtype=opts.dtype,
+            res = verify_backend(self.svc.runner, opts.python, backend, dtype=opts.dtype,
                                  head_dims=opts.head_dims, model=opts.model, env=env,
                                  hub=f"{hub['repo']}@{hub['revision']}" if hub is not None else None,
                                  math_only=math_only(opts.gpus, self.svc.matrix))
